@@ -1,0 +1,1 @@
+"""Code shared by the selector service and the trainer: model, data format, checkpoints, client."""
