@@ -83,6 +83,78 @@ def presets(
         typer.echo(f"{name:<10} {p['n_layer']:>6} {p['n_head']:>5} {p['n_embd']:>5} {total:>12,} {non_emb:>12,}")
 
 
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Path, typer.Option(help="Prepared dataset folder.")] = Path("data/stdlib"),
+    out: Annotated[Path, typer.Option(help="Run folder (metrics, checkpoint, summary).")] = Path("runs/baseline"),
+    preset: Annotated[str, typer.Option(help="Model preset (see `salt presets`).")] = "llm",
+    mode: Annotated[str, typer.Option(help="Training mode.")] = "baseline",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Windows per micro-batch.")] = 16,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    min_lr_ratio: Annotated[float, typer.Option(help="Final LR as a fraction of the peak.")] = 0.1,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 30,
+    weight_decay: float = 0.1,
+    grad_clip: Annotated[float, typer.Option(help="Global gradient-norm clip (0: off).")] = 1.0,
+    seed: int = 0,
+    eval_every: Annotated[int, typer.Option(help="Evaluate every N steps.")] = 50,
+    eval_windows: Annotated[int, typer.Option(help="Validation windows per evaluation.")] = 512,
+    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
+    block_size: Annotated[int | None, typer.Option(help="Model context (default: the dataset's seq_len).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete a non-empty --out first.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: bool = False,
+) -> None:
+    """Train a model (an LLM, or the SLM with a smaller preset) on a prepared dataset."""
+    _logging(verbose)
+    from trainer.config import TrainConfig
+    from trainer.train import train as run
+
+    try:
+        cfg = TrainConfig(
+            data=str(data), out=str(out), preset=preset, mode=mode, steps=steps, batch_size=batch_size,
+            grad_accum=grad_accum, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
+            weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, eval_every=eval_every,
+            eval_windows=eval_windows, ckpt_every=ckpt_every, device=device, precision=precision,
+            block_size=block_size,
+        )
+    except ValueError as e:
+        raise SaltError(str(e)) from e
+    summary = run(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    typer.echo(
+        f"done: val log-perplexity {summary['val_loss']:.4f} nats/token, next-token accuracy "
+        f"{summary['val_acc']:.2%}; checkpoint {summary['checkpoint']}"
+    )
+
+
+@app.command()
+@user_errors
+def demo(
+    root: Annotated[Path, typer.Option(help="Folder for the dataset and runs.")] = Path("runs/demo"),
+    source: Annotated[str, typer.Option(help="Corpus source.")] = "stdlib",
+    slm_steps: Annotated[int, typer.Option(help="SLM training steps.")] = 300,
+    llm_steps: Annotated[int, typer.Option(help="LLM training steps.")] = 300,
+    slm_preset: str = "slm",
+    llm_preset: str = "llm",
+    max_docs: Annotated[int | None, typer.Option(help="Read at most this many documents.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: bool = False,
+) -> None:
+    """Prepare the default corpus, train an SLM and a baseline LLM; stages already done are reused."""
+    _logging(verbose)
+    from trainer.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(root=str(root), source=source, slm_steps=slm_steps, llm_steps=llm_steps,
+                     slm_preset=slm_preset, llm_preset=llm_preset, max_docs=max_docs, device=device)
+    run_demo(cfg, report=typer.echo, progress=progress)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salt`` console script."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="salt")

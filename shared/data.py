@@ -154,6 +154,7 @@ class PackedDataset:
         h = tokenizer_hash(tok)
         if h != self.tokenizer_hash:
             raise SaltError(
-                f"{what} does not match the dataset {self.path} (tokenizer hash {h[:12]} != {self.tokenizer_hash[:12]})",
+                f"{what} does not match the dataset {self.path} "
+                f"(tokenizer hash {h[:12]} != {self.tokenizer_hash[:12]})",
                 "use the dataset's tokenizer.json or re-run `salt prepare` with this tokenizer",
             )

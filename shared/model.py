@@ -176,8 +176,8 @@ class GPT(nn.Module):
         Returns:
             (B, T, C) hidden states after the final LayerNorm.
         """
-        B, T = idx.shape
-        if T > self.config.block_size:
+        _, T = idx.shape
+        if self.config.block_size < T:
             raise ValueError(f"sequence length {T} exceeds the model's context {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)  # (T,)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)

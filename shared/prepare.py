@@ -107,7 +107,8 @@ def prepare(
             f"corpus {spec.source} has {n_docs} document(s): too few to split train/val",
             "add documents or change --val-fraction",
         )
-    report(f"{n_docs} documents ({len(splits['train'])} train, {len(splits['val'])} val, {duplicates} duplicates dropped)")
+    n_train, n_val = len(splits["train"]), len(splits["val"])
+    report(f"{n_docs} documents ({n_train} train, {n_val} val, {duplicates} duplicates dropped)")
 
     if tok is None:
         report(f"training byte-level BPE tokenizer, vocab {vocab_size}")
