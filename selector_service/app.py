@@ -1,0 +1,66 @@
+"""The FastAPI app factory: ``create_app(settings)``; the lifespan loads the SLM once and opens the cache."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from selector_service.config import Settings
+from selector_service.engine import Engine
+from selector_service.errors import install_error_handlers
+from selector_service.metrics import Metrics
+from selector_service.middleware import ServiceMiddleware
+from selector_service.routers import health, model, scores, soft_labels
+from selector_service.selector import Selector
+from selector_service.store import DatabaseUnavailable, Store
+
+log = logging.getLogger("selector_service")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service app. Nothing is loaded until the lifespan starts."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = await run_in_threadpool(
+            Engine, settings.model_path, device=settings.device, precision=settings.precision,
+            threads=settings.torch_threads,
+        )
+        if settings.warmup:
+            await run_in_threadpool(engine.warmup)
+        store = Store(settings.database_url)
+        try:
+            await run_in_threadpool(store.ensure_ready)
+        except DatabaseUnavailable as e:
+            # The process stays up; requests answer 503 until the database is back.
+            log.warning("cache database unreachable at start-up: %s", e)
+        selector = Selector(settings, engine, store, metrics)
+        selector.batcher.start()
+        app.state.selector = selector
+        log.info("serving %s (%s, %s) with cache %s", settings.model_path, engine.precision, engine.device,
+                 store.engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            await selector.batcher.stop()
+            store.dispose()
+
+    app = FastAPI(
+        title="SALT selector service",
+        version="1",
+        description="Soft labels and learnability scores of an SLM, answered from a cache.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app, settings.retry_after_s)
+    for r in (soft_labels.router, scores.router, model.router, health.router):
+        app.include_router(r)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,45 @@
+"""Service settings, read from the environment (``SALT_`` prefix) or passed to ``create_app``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the selector service can be told. Environment: ``SALT_<NAME>`` (e.g. SALT_MODEL_PATH)."""
+
+    model_config = SettingsConfigDict(env_prefix="SALT_", extra="ignore", frozen=True)
+
+    model_path: str = "runs/slm"
+    """Checkpoint folder of the SLM (model.safetensors, config.json, tokenizer.json)."""
+    database_url: str = "sqlite:///salt_cache.sqlite"
+    """SQLAlchemy URL of the cache: a SQLite file (default) or ``postgresql+psycopg://...``."""
+    api_key: str | None = None
+    """When set, every /v1 request must send it as ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Inference precision; bf16 only where the device supports it natively (checked at start-up)."""
+    torch_threads: int = Field(0, ge=0, le=256)
+    """Intra-op CPU threads for the forward pass (0: torch's default)."""
+    max_batch_windows: int = Field(1024, ge=1, le=65536)
+    """Most windows (or texts) in one request."""
+    max_body_bytes: int = Field(32 << 20, ge=1024)
+    """Largest request body accepted."""
+    max_text_chars: int = Field(200_000, ge=1)
+    """Longest text accepted in a request."""
+    default_k: int = Field(32, ge=1, le=256)
+    """k used when a request does not give one (and for labels stored alongside scores)."""
+    max_k: int = Field(256, ge=1, le=256)
+    """Largest k a request may ask for (never more than the vocabulary)."""
+    max_batch_tokens: int = Field(16384, ge=1)
+    """Most tokens in one forward pass (dynamic batching)."""
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    """Longest a computed request waits for others to join its forward pass."""
+    retry_after_s: int = Field(2, ge=1, le=3600)
+    """Retry-After sent with 503 answers (database unreachable)."""
+    warmup: bool = True
+    """Run one dummy forward at start-up so the first request is not slow."""

@@ -1,0 +1,131 @@
+"""The SLM: loaded once, run on batches of windows, turned into soft labels, scores and embeddings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.checkpoint import load_model, model_fingerprint
+from shared.errors import SaltError
+from shared.softlabels import topk_soft_labels, window_scores
+
+log = logging.getLogger("selector_service")
+
+
+@dataclass
+class Work:
+    """One window to compute, with the soft-label parameters wanted for it."""
+
+    window_hash: str
+    window: np.ndarray
+    """(L + 1,) int64 token ids: inputs ``window[:-1]``, targets ``window[1:]``."""
+    label_params: set[tuple[int, float]] = field(default_factory=set)
+
+
+@dataclass
+class Computed:
+    """What one forward pass gives for one window (float16 where stored that way)."""
+
+    scores: dict[str, float]
+    embedding: np.ndarray  # (C,) float16
+    labels: dict[tuple[int, float], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    """(k, temperature) -> ids (L, k) int64, logprobs (L, k) float16, tail (L,) float16."""
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SaltError(f"device {name} asked for but CUDA is not available", "set SALT_DEVICE=cpu")
+    return dev
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The torch dtype of a precision setting, refusing bf16 where the hardware lacks it natively."""
+    if precision == "fp32":
+        return torch.float32
+    if precision != "bf16":
+        raise SaltError(f"unknown precision {precision!r}", "use fp32 or bf16")
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_has_native_bf16()
+    if not native:
+        raise SaltError(
+            f"bf16 asked for but {device.type} has no native bf16 support (it would run many times slower)",
+            "set SALT_PRECISION=fp32",
+        )
+    return torch.bfloat16
+
+
+class Engine:
+    """An SLM checkpoint ready for inference."""
+
+    def __init__(self, model_path: str, *, device: str = "auto", precision: str = "fp32", threads: int = 0) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        self.dtype = check_precision(precision, self.device)
+        self.precision = precision
+        model, tok, config = load_model(model_path, device=self.device)
+        self.model = model.to(self.dtype).eval()
+        self.tokenizer = tok
+        self.config = model.config
+        self.fingerprint = model_fingerprint(model_path)
+        self.model_key = f"{self.fingerprint}:{precision}"
+        self.num_params = model.num_params()
+        self.vocab_size = model.config.vocab_size
+        self.block_size = model.config.block_size
+        self.checkpoint_info = config
+
+    def warmup(self) -> None:
+        window = np.zeros(min(self.block_size, 16) + 1, dtype=np.int64)
+        self.run([Work("warmup", window, {(1, 1.0)})])
+
+    @torch.inference_mode()
+    def run(self, works: list[Work]) -> tuple[list[Computed], int]:
+        """Compute every work item; windows of equal length share a forward pass.
+
+        Returns:
+            results in the order of ``works``, and the number of forward passes run.
+        """
+        out: list[Computed | None] = [None] * len(works)
+        by_len: dict[int, list[int]] = {}
+        for i, w in enumerate(works):
+            by_len.setdefault(len(w.window), []).append(i)
+        for idx in by_len.values():
+            batch = torch.from_numpy(np.stack([works[i].window for i in idx])).to(self.device)  # (B, L+1)
+            x, y = batch[:, :-1], batch[:, 1:]  # (B, L) each
+            hidden = self.model.hidden(x)  # (B, L, C)
+            logits = self.model.lm_head(hidden).float()  # (B, L, V)
+            scores = window_scores(logits.cpu(), y.cpu(), hidden.cpu())
+            wanted = sorted({p for i in idx for p in works[i].label_params})
+            labels: dict[tuple[int, float], list[np.ndarray]] = {}
+            for k, t in wanted:
+                ids, lp, tail = topk_soft_labels(logits, k, t)
+                labels[(k, t)] = [ids.cpu().numpy(), lp.cpu().to(torch.float16).numpy(),
+                                  tail.cpu().to(torch.float16).numpy()]
+            for j, i in enumerate(idx):
+                row = {name: float(scores[name][j]) for name in scores if name != "embedding"}
+                out[i] = Computed(
+                    scores=row,
+                    embedding=scores["embedding"][j],
+                    labels={p: (labels[p][0][j], labels[p][1][j], labels[p][2][j]) for p in works[i].label_params},
+                )
+        return [o for o in out if o is not None], len(by_len)
+
+    def forward_logits(self, windows: np.ndarray) -> torch.Tensor:
+        """Plain forward of (B, L+1) windows' inputs: (B, L, V) float32 logits (for checks and the bench)."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(windows, dtype=np.int64)[:, :-1]).to(self.device)
+            return self.model(x).float()

@@ -1,0 +1,72 @@
+"""One error body for every failure: ``{"error": {"code", "message", "request_id"}}``.
+
+Internal errors answer 500 with the request id only; their text goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from selector_service.store import DatabaseUnavailable
+
+log = logging.getLogger("selector_service")
+
+_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+          406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type",
+          422: "invalid_request", 500: "internal_error", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """An error answered to the client with its status, code and message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_response(status: int, code: str, message: str, request_id: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "request_id": request_id}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def request_id_of(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, request_id_of(request), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" or tuple(e.get("loc", ())) == ("body",) for e in errors):
+            return error_response(400, "malformed_json", "the request body is not valid JSON", request_id_of(request))
+        parts = []
+        for e in errors[:5]:
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return error_response(422, "invalid_request", "; ".join(parts) + more, request_id_of(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(exc.status_code, code, message, request_id_of(request), getattr(exc, "headers", None))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _db(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        log.warning("cache database unavailable: %s", exc)
+        return error_response(503, "database_unavailable", "the cache database is unreachable; retry later",
+                              request_id_of(request), {"Retry-After": str(retry_after_s)})

@@ -1,0 +1,87 @@
+"""Pure ASGI middleware: request ids, body size limit, metrics, and a 500 that never leaks internals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from selector_service.metrics import Metrics
+
+log = logging.getLogger("selector_service")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class ServiceMiddleware:
+    """Outermost app layer of the service (inside uvicorn, around FastAPI's own error handling)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 500
+        started = False
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        seen = 0
+
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                await self._error(send_wrapped, 413, "payload_too_large",
+                                  f"request body over the limit of {self.max_body} bytes", rid)
+            else:
+                await self.app(scope, receive_limited, send_wrapped)
+        except _BodyTooLarge:
+            if not started:
+                await self._error(send_wrapped, 413, "payload_too_large",
+                                  f"request body over the limit of {self.max_body} bytes", rid)
+        except Exception:
+            log.exception("internal error in request %s", rid)
+            if not started:
+                await self._error(send_wrapped, 500, "internal_error",
+                                  "internal server error; quote the request id when reporting it", rid)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+    @staticmethod
+    async def _error(send: Send, status: int, code: str, message: str, rid: str) -> None:
+        body = json.dumps({"error": {"code": code, "message": message, "request_id": rid}}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

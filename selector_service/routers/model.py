@@ -1,0 +1,23 @@
+"""GET /v1/model: what the service runs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from selector_service.deps import SelectorDep, SettingsDep, require_api_key
+from selector_service.schemas import LabelDefaults, ModelInfo
+from shared.softlabels import WIRE_FORMAT, WIRE_MEDIA_TYPE
+
+router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
+
+
+@router.get("/model", response_model=ModelInfo)
+async def model_info(selector: SelectorDep, settings: SettingsDep) -> ModelInfo:
+    """Fingerprint, preset, vocabulary, context, parameter count and label defaults of the SLM."""
+    e = selector.engine
+    return ModelInfo(
+        fingerprint=e.fingerprint, preset=e.config.preset, vocab_size=e.vocab_size, block_size=e.block_size,
+        num_params=e.num_params, precision=e.precision, device=str(e.device),
+        label_defaults=LabelDefaults(k=settings.default_k, max_k=min(settings.max_k, e.vocab_size), temperature=1.0),
+        wire_format=WIRE_FORMAT, wire_media_type=WIRE_MEDIA_TYPE,
+    )
