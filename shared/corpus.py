@@ -144,6 +144,8 @@ def iter_documents(spec: CorpusSpec) -> Iterator[Document]:
             raise SaltError(
                 f"unsupported corpus file {path}", "use a folder of text files, a .jsonl or a .parquet file"
             )
+    if spec.max_docs is not None and spec.max_docs <= 0:
+        return
     count = 0
     for doc in it:
         if not doc.text.strip():
