@@ -87,12 +87,21 @@ class PackedDataset:
             self.manifest: dict[str, Any] = json.loads(mpath.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SaltError(f"{mpath} is corrupt", "re-run `salt prepare`") from e
+        if not isinstance(self.manifest, dict):
+            raise SaltError(f"{mpath} is corrupt (not a JSON object)", "re-run `salt prepare`")
         if self.manifest.get("format") != FORMAT:
             raise SaltError(f"{mpath} has format {self.manifest.get('format')!r}, expected {FORMAT!r}",
                             "re-run `salt prepare` with this version")
         self._splits: dict[str, WindowSplit] = {}
-        for name in SPLITS:
-            self._splits[name] = self._open(name)
+        try:
+            missing = [k for k in ("seq_len", "dtype", "vocab_size", "eot_id", "tokenizer_hash", "fingerprint")
+                       if k not in self.manifest]
+            if missing:
+                raise KeyError(missing[0])
+            for name in SPLITS:
+                self._splits[name] = self._open(name)
+        except (KeyError, TypeError, ValueError) as e:
+            raise SaltError(f"{mpath} is corrupt (bad or missing field {e})", "re-run `salt prepare`") from e
 
     def _open(self, name: str) -> WindowSplit:
         info = self.manifest["splits"][name]
