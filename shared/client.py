@@ -1,0 +1,216 @@
+"""Typed client of the selector service (sync and async), used by the trainer and the tests.
+
+Soft labels travel in the binary wire format (``shared.softlabels``). Connect errors, timeouts and 503
+answers are retried with exponential backoff and jitter until ``retry_deadline_s``, rotating over the
+base URLs given; any other 4xx/5xx raises ``SelectorError`` carrying the service's error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from shared.softlabels import WIRE_MEDIA_TYPE, SoftLabels, WindowScore, decode_wire
+
+_RETRY_STATUS = {502, 503, 504}
+_RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.RemoteProtocolError,
+                 httpx.PoolTimeout)
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{.*\})?)\s+(\S+)")
+
+
+class SelectorError(Exception):
+    """The service answered an error (or could not be reached before the retry deadline)."""
+
+    def __init__(self, status: int, code: str, message: str, request_id: str | None = None,
+                 body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}" + (f" (request {request_id})" if request_id else ""))
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.body = body
+
+
+def _windows_json(windows: np.ndarray | Sequence[Sequence[int]]) -> list[list[int]]:
+    if isinstance(windows, np.ndarray):
+        return windows.astype(np.int64, copy=False).tolist()
+    return [list(map(int, w)) for w in windows]
+
+
+def _error_of(r: httpx.Response) -> SelectorError:
+    try:
+        body = r.json()
+        err = body["error"]
+        return SelectorError(r.status_code, err.get("code", "error"), err.get("message", ""), err.get("request_id"),
+                             body)
+    except (ValueError, KeyError, TypeError):
+        return SelectorError(r.status_code, "error", r.text[:200])
+
+
+def _scores_of(body: dict[str, Any]) -> list[WindowScore]:
+    return [
+        WindowScore(w["hash"], w["n_tokens"], w["mean_loss"], w["median_loss"], w["top1_acc"], w["mean_entropy"],
+                    w["salt_ds"], np.asarray(w["embedding"], dtype=np.float16))
+        for w in body["windows"]
+    ]
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition as {sample name with labels: value}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and (m := _SAMPLE.match(line)):
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+class _Base:
+    def __init__(self, base_url: str | Sequence[str], *, api_key: str | None = None, timeout: float = 60.0,
+                 retry_deadline_s: float = 30.0, backoff_s: float = 0.1, max_backoff_s: float = 5.0) -> None:
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("give at least one base URL")
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self.retry_deadline_s = retry_deadline_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._next = 0
+
+    def _url(self, attempt: int, path: str) -> str:
+        return self.base_urls[(self._next + attempt) % len(self.base_urls)] + path
+
+    def _delay(self, attempt: int, r: httpx.Response | None) -> float:
+        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random())
+        if r is not None and (ra := r.headers.get("retry-after", "")).isdigit():
+            delay = max(delay, min(float(ra), self.max_backoff_s))
+        return delay
+
+    def _with_auth(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**kwargs, "headers": {**self.headers, **kwargs.get("headers", {})}}
+
+    @staticmethod
+    def _labels_body(windows: Any, k: int, temperature: float) -> dict[str, Any]:
+        return {"windows": _windows_json(windows), "k": k, "temperature": temperature}
+
+
+class SelectorClient(_Base):
+    """Blocking client. ``SelectorClient("http://127.0.0.1:8000")`` or a list of replicas' URLs."""
+
+    def __init__(self, base_url: str | Sequence[str], *, http_client: httpx.Client | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        # http_client: bring your own (e.g. FastAPI's TestClient); it gets this client's headers per request.
+        self._http = http_client or httpx.Client(timeout=self.timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SelectorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def soft_labels(self, windows: np.ndarray | Sequence[Sequence[int]], k: int = 32,
+                    temperature: float = 1.0) -> SoftLabels:
+        """Top-k soft labels of (N, L+1) windows: ids/logprobs (N, L, k), tail (N, L)."""
+        r = self._request("POST", "/v1/soft-labels", json=self._labels_body(windows, k, temperature),
+                          headers={"Accept": WIRE_MEDIA_TYPE})
+        return decode_wire(r.content)
+
+    def scores(self, windows: np.ndarray | Sequence[Sequence[int]]) -> list[WindowScore]:
+        """Per-window scores and embedding."""
+        return _scores_of(self._request("POST", "/v1/scores", json={"windows": _windows_json(windows)}).json())
+
+    def model_info(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/model").json()
+
+    def metrics(self) -> dict[str, float]:
+        return parse_metrics(self._request("GET", "/metrics").text)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        deadline = time.monotonic() + self.retry_deadline_s
+        attempt = 0
+        while True:
+            r: httpx.Response | None = None
+            try:
+                r = self._http.request(method, self._url(attempt, path), **self._with_auth(kwargs))
+                if r.status_code < 400:
+                    return r
+                if r.status_code not in _RETRY_STATUS:
+                    raise _error_of(r)
+                failure: Exception = _error_of(r)
+            except _RETRY_ERRORS as e:
+                failure = e
+            delay = self._delay(attempt, r)
+            if time.monotonic() + delay > deadline:
+                if isinstance(failure, SelectorError):
+                    raise failure
+                raise SelectorError(0, "unreachable", f"selector service unreachable: {failure}") from failure
+            time.sleep(delay)
+            attempt += 1
+
+
+class AsyncSelectorClient(_Base):
+    """asyncio client with the same methods as ``SelectorClient``."""
+
+    def __init__(self, base_url: str | Sequence[str], *, http_client: httpx.AsyncClient | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self._http = http_client or httpx.AsyncClient(timeout=self.timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncSelectorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def soft_labels(self, windows: np.ndarray | Sequence[Sequence[int]], k: int = 32,
+                          temperature: float = 1.0) -> SoftLabels:
+        r = await self._request("POST", "/v1/soft-labels", json=self._labels_body(windows, k, temperature),
+                                headers={"Accept": WIRE_MEDIA_TYPE})
+        return decode_wire(r.content)
+
+    async def scores(self, windows: np.ndarray | Sequence[Sequence[int]]) -> list[WindowScore]:
+        r = await self._request("POST", "/v1/scores", json={"windows": _windows_json(windows)})
+        return _scores_of(r.json())
+
+    async def model_info(self) -> dict[str, Any]:
+        return (await self._request("GET", "/v1/model")).json()
+
+    async def metrics(self) -> dict[str, float]:
+        return parse_metrics((await self._request("GET", "/metrics")).text)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        deadline = time.monotonic() + self.retry_deadline_s
+        attempt = 0
+        while True:
+            r: httpx.Response | None = None
+            try:
+                r = await self._http.request(method, self._url(attempt, path), **self._with_auth(kwargs))
+                if r.status_code < 400:
+                    return r
+                if r.status_code not in _RETRY_STATUS:
+                    raise _error_of(r)
+                failure: Exception = _error_of(r)
+            except _RETRY_ERRORS as e:
+                failure = e
+            delay = self._delay(attempt, r)
+            if time.monotonic() + delay > deadline:
+                if isinstance(failure, SelectorError):
+                    raise failure
+                raise SelectorError(0, "unreachable", f"selector service unreachable: {failure}") from failure
+            await asyncio.sleep(delay)
+            attempt += 1
