@@ -38,6 +38,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 8192) -> Tokenizer:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    return _ordinary(tok)
+
+
+def _ordinary(tok: Tokenizer) -> Tokenizer:
+    """Encode special-token text (a literal end-of-text marker in a document) as ordinary bytes.
+
+    Only the packer places end-of-text ids, at document boundaries; otherwise a document that merely
+    mentions the marker would be split in two and would not decode back to itself. The setting is not
+    part of ``tokenizer.json``, so it is applied on every load.
+    """
+    tok.encode_special_tokens = True
     return tok
 
 
@@ -49,9 +60,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if not p.is_file():
         raise SaltError(f"tokenizer file not found: {p}", "pass the path of a tokenizer.json")
     try:
-        return Tokenizer.from_str(p.read_text(encoding="utf-8"))
+        tok = Tokenizer.from_str(p.read_text(encoding="utf-8"))
     except Exception as e:  # tokenizers raises a bare Exception on a malformed file
         raise SaltError(f"cannot read tokenizer {p}: not a valid tokenizer.json", "re-create it") from e
+    return _ordinary(tok)
 
 
 def eot_id(tok: Tokenizer) -> int:
