@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 import zstandard
 from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
 
 TAIL_FLOOR = -1e4
 """Stored value of an empty tail (and the lowest log-prob kept); float16-safe."""
@@ -248,14 +247,30 @@ def encode_wire(
     ids: np.ndarray, logprobs: np.ndarray, tail: np.ndarray, lengths: np.ndarray, *, vocab_size: int,
     metadata: dict[str, str],
 ) -> bytes:
-    """Safetensors bytes of a batch: ids (N, L, k), logprobs (N, L, k), tail (N, L), lengths (N,)."""
+    """Safetensors bytes of a batch: ids (N, L, k), logprobs (N, L, k), tail (N, L), lengths (N,).
+
+    Written here rather than by ``safetensors.numpy.save`` so the bytes are deterministic (sorted header
+    keys): the same labels always give the same answer, byte for byte.
+    """
     tensors = {
         "ids": np.ascontiguousarray(ids, dtype=id_dtype(vocab_size)),
         "logprobs": np.ascontiguousarray(logprobs, dtype="<f2"),
         "tail": np.ascontiguousarray(tail, dtype="<f2"),
         "lengths": np.ascontiguousarray(lengths, dtype="<i4"),
     }
-    return st_save(tensors, metadata={"format": WIRE_FORMAT, **metadata})
+    header: dict[str, object] = {"__metadata__": dict(sorted({"format": WIRE_FORMAT, **metadata}.items()))}
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        header[name] = {"dtype": _ST_DTYPES[t.dtype.str[1:]], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # data starts 8-byte aligned
+    return b"".join([len(head).to_bytes(8, "little"), head, *(tensors[n].tobytes() for n in sorted(tensors))])
+
+
+_ST_DTYPES = {"u1": "U8", "u2": "U16", "u4": "U32", "f2": "F16", "i4": "I32"}
 
 
 def decode_wire(data: bytes) -> SoftLabels:

@@ -1,0 +1,103 @@
+"""The cache, run once on a SQLite file and once on the real PostgreSQL (an isolated schema per test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from selector_service.store import SCHEMA_VERSION, Row, Store, labels_params
+from shared.client import SelectorClient
+from shared.errors import SaltError
+from shared.softlabels import WIRE_MEDIA_TYPE, checksum
+from tests.selector_service.conftest import make_client
+
+
+def count_rows(url: str) -> list[tuple[str, str, str, int]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(
+                "SELECT model, window_hash, params, count(*) FROM salt_cache GROUP BY model, window_hash, params"
+            )))
+    finally:
+        engine.dispose()
+
+
+def test_second_request_is_all_cache_hits_with_the_same_bytes(
+    tiny_checkpoint: Path, db_url: str, windows: np.ndarray
+) -> None:
+    body = {"windows": windows.tolist(), "k": 8}
+    with make_client(tiny_checkpoint, db_url) as c:
+        sc = SelectorClient("http://testserver", http_client=c)
+        first = c.post("/v1/soft-labels", json=body, headers={"accept": WIRE_MEDIA_TYPE})
+        first_scores = c.post("/v1/scores", json={"windows": body["windows"]}).content
+        before = sc.metrics()
+        again = c.post("/v1/soft-labels", json=body, headers={"accept": WIRE_MEDIA_TYPE})
+        again_scores = c.post("/v1/scores", json={"windows": body["windows"]}).content
+        after = sc.metrics()
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content and first_scores == again_scores
+    assert after["salt_cache_hits_total"] - before["salt_cache_hits_total"] == 16
+    assert after["salt_cache_misses_total"] == before["salt_cache_misses_total"]
+    assert after["salt_windows_computed_total"] == before["salt_windows_computed_total"] == 8
+    # A new service process on the same database answers from the cache as well.
+    with make_client(tiny_checkpoint, db_url) as c:
+        third = c.post("/v1/soft-labels", json=body, headers={"accept": WIRE_MEDIA_TYPE})
+        m = SelectorClient("http://testserver", http_client=c).metrics()
+    assert third.content == first.content
+    assert m["salt_cache_hits_total"] == 8 and m["salt_windows_computed_total"] == 0
+    keys = count_rows(db_url)
+    assert all(n == 1 for *_, n in keys)
+    assert {p for _, _, p, _ in keys} == {"scores", labels_params(8, 1.0)}
+
+
+def test_k_and_temperature_are_part_of_the_key(tiny_checkpoint: Path, db_url: str, windows: np.ndarray) -> None:
+    with make_client(tiny_checkpoint, db_url) as c:
+        a = c.post("/v1/soft-labels", json={"windows": windows[:2].tolist(), "k": 4}).json()
+        b = c.post("/v1/soft-labels", json={"windows": windows[:2].tolist(), "k": 4, "temperature": 3.0}).json()
+        m = SelectorClient("http://testserver", http_client=c).metrics()
+    assert a["windows"][0]["logprobs"] != b["windows"][0]["logprobs"]
+    assert m["salt_cache_misses_total"] == 4 and m["salt_cache_hits_total"] == 0
+
+
+def test_a_damaged_blob_is_recomputed_never_served(tiny_checkpoint: Path, db_url: str, windows: np.ndarray) -> None:
+    body = {"windows": windows[:2].tolist(), "k": 4}
+    with make_client(tiny_checkpoint, db_url) as c:
+        good = c.post("/v1/soft-labels", json=body, headers={"accept": WIRE_MEDIA_TYPE}).content
+        engine = sa.create_engine(db_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE salt_cache SET blob = :b WHERE params = :p"),
+                         {"b": b"\x28\xb5\x2f\xfd garbage", "p": labels_params(4, 1.0)})
+        again = c.post("/v1/soft-labels", json=body, headers={"accept": WIRE_MEDIA_TYPE}).content
+        m = SelectorClient("http://testserver", http_client=c).metrics()
+        assert again == good
+        assert m["salt_cache_bad_blobs_total"] == 2 and m["salt_windows_computed_total"] == 4
+        # The bad rows were replaced: the next read is a hit again.
+        c.post("/v1/soft-labels", json=body)
+        m2 = SelectorClient("http://testserver", http_client=c).metrics()
+        assert m2["salt_cache_bad_blobs_total"] == 2 and m2["salt_windows_computed_total"] == 4
+        engine.dispose()
+
+
+def test_inserts_are_idempotent(db_url: str) -> None:
+    store = Store(db_url)
+    rows = [Row(f"h{i}", "scores", b"x", checksum(b"x")) for i in range(3)]
+    store.put(model="m", rows=rows)
+    store.put(model="m", rows=[*rows, Row("h9", "scores", b"y", checksum(b"y"))])
+    got = store.get(model="m", params=["scores"], hashes=["h0", "h1", "h9", "nope"])
+    assert sorted(h for h, _ in got) == ["h0", "h1", "h9"]
+    assert len(count_rows(db_url)) == 4
+    store.dispose()
+
+
+def test_schema_version_is_checked(db_url: str) -> None:
+    store = Store(db_url)
+    store.ensure_ready()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE salt_schema SET version = :v"), {"v": SCHEMA_VERSION + 1})
+    store.dispose()
+    with pytest.raises(SaltError, match="schema version"):
+        Store(db_url).ensure_ready()
