@@ -1,0 +1,211 @@
+"""Benchmark of the selector service against an in-process forward of the same checkpoint.
+
+    .venv/bin/python bench/service.py [--preset slm] [--seq-len 128] [--clients 8] [--requests 8] [--batch 8]
+
+Builds a random-init checkpoint on a small corpus (Python standard library files), starts the service
+(``python -m selector_service``, SQLite cache) and prints, in one run:
+  - service windows/s (cold cache, ``--clients`` concurrent clients) / in-process windows/s (the same
+    labels + scores computed by the service's engine, best of a few batch sizes);
+  - cache-hit windows/s / compute windows/s;
+  - bytes per token stored (cache blobs) and on the wire (JSON vs binary), and decode time of each;
+  - p50/p99 request latency, computing and from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from selector_service.engine import Engine, Work  # noqa: E402
+from shared.checkpoint import save_model  # noqa: E402
+from shared.client import AsyncSelectorClient, SelectorClient  # noqa: E402
+from shared.corpus import CorpusSpec  # noqa: E402
+from shared.hashing import window_hash  # noqa: E402
+from shared.model import GPT, GPTConfig  # noqa: E402
+from shared.prepare import prepare  # noqa: E402
+from shared.softlabels import WIRE_MEDIA_TYPE, decode_wire  # noqa: E402
+
+
+def build(work: Path, preset: str, seq_len: int, vocab: int, n_windows: int) -> tuple[Path, np.ndarray]:
+    """A corpus of stdlib files, its packed dataset and a random-init checkpoint; returns (ckpt, windows)."""
+    corpus = work / "corpus"
+    corpus.mkdir()
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    size = 0
+    for i, f in enumerate(files):
+        text = f.read_text(encoding="utf-8", errors="replace")
+        (corpus / f"{i:04d}.txt").write_text(text, encoding="utf-8")
+        size += len(text)
+        if size > 6 * n_windows * seq_len:
+            break
+    ds = prepare(CorpusSpec(source=str(corpus)), work / "ds", seq_len=seq_len, vocab_size=vocab, val_fraction=0.05)
+    windows = np.asarray(ds.split("train").windows[:n_windows], dtype=np.int64)
+    if len(windows) < n_windows:
+        raise SystemExit(f"corpus gave only {len(windows)} windows, need {n_windows}")
+    tok = ds.tokenizer()
+    torch.manual_seed(0)
+    cfg = GPTConfig.from_preset(preset, vocab_size=tok.get_vocab_size(), block_size=seq_len)
+    save_model(work / "ckpt", GPT(cfg), tok)
+    return work / "ckpt", windows
+
+
+def in_process(ckpt: Path, windows: np.ndarray, batch: int, k: int) -> tuple[float, float]:
+    """(windows/s of labels + scores through the engine, windows/s of the bare model forward)."""
+    engine = Engine(str(ckpt))
+    engine.warmup()
+    chunks = [windows[i : i + batch] for i in range(0, len(windows), batch)]
+    t0 = time.perf_counter()
+    for c in chunks:
+        engine.run([Work(window_hash(w), w, {(k, 1.0)}) for w in c])
+    full = len(windows) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for c in chunks:
+        engine.forward_logits(c)
+    bare = len(windows) / (time.perf_counter() - t0)
+    return full, bare
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(ckpt: Path, db: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "SALT_MODEL_PATH": str(ckpt), "SALT_DATABASE_URL": db}
+    proc = subprocess.Popen([sys.executable, "-m", "selector_service", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    with SelectorClient(base, retry_deadline_s=120, backoff_s=0.2) as c:
+        c.model_info()
+    return proc, base
+
+
+async def hammer(base: str, requests: list[np.ndarray], clients: int, k: int) -> tuple[float, list[float]]:
+    """Send every request (binary labels) with ``clients`` concurrent clients; (seconds, latencies)."""
+    queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        async with AsyncSelectorClient(base, timeout=300) as c:
+            while not queue.empty():
+                batch = queue.get_nowait()
+                t0 = time.perf_counter()
+                await c.soft_labels(batch, k=k)
+                latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return time.perf_counter() - t0, latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return 1e3 * float(np.percentile(values, q))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="slm")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests", type=int, default=8, help="requests per client")
+    p.add_argument("--batch", type=int, default=8, help="windows per request")
+    p.add_argument("--k", type=int, default=32)
+    args = p.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    n = args.clients * args.requests * args.batch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        ckpt, windows = build(work, args.preset, args.seq_len, args.vocab, n)
+        tokens = n * args.seq_len
+        print(f"checkpoint: preset {args.preset}, vocab {args.vocab}, seq_len {args.seq_len}, "
+              f"{n} windows ({args.clients} clients x {args.requests} requests x {args.batch} windows), k={args.k}, "
+              f"torch threads {torch.get_num_threads()}")
+
+        # The baseline is the in-process engine's best over per-request and coalesced batch sizes.
+        sizes = sorted({args.batch, 4 * args.batch, args.clients * args.batch})
+        inproc, bare = max(in_process(ckpt, windows, b, args.k) for b in sizes)
+
+        db = f"sqlite:///{work / 'cache.sqlite'}"
+        proc, base = start_service(ckpt, db)
+        try:
+            requests = [windows[i : i + args.batch] for i in range(0, n, args.batch)]
+            cold_s, cold_lat = asyncio.run(hammer(base, requests, args.clients, args.k))
+            hot_s, hot_lat = asyncio.run(hammer(base, requests, args.clients, args.k))
+            with SelectorClient(base) as c:
+                m = c.metrics()
+                body = {"windows": requests[0].tolist(), "k": args.k}
+                http = c._http
+                js = http.post(f"{base}/v1/soft-labels", json=body).content
+                bn = http.post(f"{base}/v1/soft-labels", json=body, headers={"Accept": WIRE_MEDIA_TYPE}).content
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+        engine = sa.create_engine(db)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text(
+                "SELECT sum(length(blob)) FROM salt_cache WHERE params LIKE 'labels:%'")).scalar_one()
+            stored_scores = conn.execute(sa.text(
+                "SELECT sum(length(blob)) FROM salt_cache WHERE params = 'scores'")).scalar_one()
+        engine.dispose()
+
+    def decode_json(data: bytes) -> None:
+        w = json.loads(data)["windows"]
+        torch.tensor([x["ids"] for x in w])
+        torch.tensor([x["logprobs"] for x in w])
+        torch.tensor([x["tail"] for x in w])
+
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        decode_json(js)
+    t_json = (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        decode_wire(bn)
+    t_bin = (time.perf_counter() - t0) / reps
+    req_tokens = args.batch * args.seq_len
+
+    cold = n / cold_s
+    hot = n / hot_s
+    print(f"in-process (engine: forward + labels + scores): {inproc:9.1f} windows/s   (bare forward {bare:.1f})")
+    print(f"service, cold cache, {args.clients} clients:         {cold:9.1f} windows/s   "
+          f"ratio service/in-process = {cold / inproc:.2f} (goal >= 0.9)")
+    print(f"service, all cache hits:                 {hot:9.1f} windows/s   ratio hit/compute = {hot / cold:.1f}")
+    print(f"latency compute: p50 {pct(cold_lat, 50):.1f} ms  p99 {pct(cold_lat, 99):.1f} ms   "
+          f"cache hits: p50 {pct(hot_lat, 50):.1f} ms  p99 {pct(hot_lat, 99):.1f} ms")
+    print(f"stored bytes/token: labels {stored / tokens:.1f} (k={args.k}), scores+embedding "
+          f"{stored_scores / tokens:.1f}")
+    print(f"wire bytes/token: JSON {len(js) / req_tokens:.1f}, binary {len(bn) / req_tokens:.1f} "
+          f"({len(js) / len(bn):.1f}x smaller)")
+    print(f"decode {args.batch} windows: JSON {1e3 * t_json:.2f} ms, binary {1e3 * t_bin:.3f} ms "
+          f"({t_json / t_bin:.0f}x faster)")
+    print(f"metrics: hits {m['salt_cache_hits_total']:.0f}, misses {m['salt_cache_misses_total']:.0f}, "
+          f"forward passes {m['salt_forward_passes_total']:.0f}, "
+          f"windows computed {m['salt_windows_computed_total']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
