@@ -105,12 +105,28 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
     block_size: Annotated[int | None, typer.Option(help="Model context (default: the dataset's seq_len).")] = None,
+    kd_weight: Annotated[float, typer.Option(help="w in (1 - w) * CE + w * KD during phase one.")] = 0.5,
+    n_kd: Annotated[int | None, typer.Option(help="Phase-one steps (default: 20% of the run).")] = None,
+    kd_transition: Annotated[str, typer.Option(help="KD weight after n_kd: step or linear.")] = "step",
+    kd_transition_steps: Annotated[int, typer.Option(help="Length of the linear fall.")] = 0,
+    kd_k: Annotated[int, typer.Option(help="Teacher top-k ids per position.")] = 32,
+    kd_temperature: Annotated[float, typer.Option(help="KD softmax temperature.")] = 1.0,
+    service_url: Annotated[str | None, typer.Option(help="Selector service URL(s), comma-separated.")] = None,
+    selection: Annotated[str | None, typer.Option(help="Stored selection id (mode salt_ds).")] = None,
+    fault_policy: Annotated[str, typer.Option(help="Service fault after retries: fail or fallback.")] = "fail",
+    retry_deadline_s: Annotated[float, typer.Option(help="Seconds of client retries per request.")] = 30.0,
+    prefetch_depth: Annotated[int, typer.Option(help="Phase-one steps fetched ahead.")] = 4,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete a non-empty --out first.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     verbose: bool = False,
 ) -> None:
-    """Train a model (an LLM, or the SLM with a smaller preset) on a prepared dataset."""
+    """Train a model (an LLM, or the SLM with a smaller preset) on a prepared dataset.
+
+    Modes: baseline (cross-entropy), salt (KD from the service's SLM for n_kd steps), salt_ds (KD on a
+    stored selection for n_kd steps), kd_full (KD for the whole run). The API key, if the service
+    needs one, is read from SALT_API_KEY.
+    """
     _logging(verbose)
     from trainer.config import TrainConfig
     from trainer.train import train as run
@@ -121,7 +137,10 @@ def train(
             grad_accum=grad_accum, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
             weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, eval_every=eval_every,
             eval_windows=eval_windows, ckpt_every=ckpt_every, device=device, precision=precision,
-            block_size=block_size,
+            block_size=block_size, kd_weight=kd_weight, n_kd=n_kd, kd_transition=kd_transition,
+            kd_transition_steps=kd_transition_steps, kd_k=kd_k, kd_temperature=kd_temperature,
+            service_url=service_url, selection=selection, fault_policy=fault_policy,
+            retry_deadline_s=retry_deadline_s, prefetch_depth=prefetch_depth,
         )
     except ValueError as e:
         raise SaltError(str(e)) from e
@@ -130,6 +149,25 @@ def train(
         f"done: val log-perplexity {summary['val_loss']:.4f} nats/token, next-token accuracy "
         f"{summary['val_acc']:.2%}; checkpoint {summary['checkpoint']}"
     )
+    if summary["service"]:
+        svc = summary["service"]
+        typer.echo(
+            f"service: {svc['requests']} requests, {summary['fallback_batches']} fallback batches, "
+            f"cache hits {svc['cache_hits']}, misses {svc['cache_misses']}, SLM forwards {svc['slm_forward_passes']}; "
+            f"data stall {summary['data_stall_fraction']:.1%} of step time"
+        )
+
+
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Start the selector service (settings from SALT_* environment variables, e.g. SALT_MODEL_PATH)."""
+    from selector_service.server import serve as run
+
+    run(host, port)
 
 
 @app.command()

@@ -11,18 +11,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.data import PackedDataset
 from shared.errors import SaltError
 from shared.model import GPT, GPTConfig
+from shared.softlabels import SoftLabels
 from trainer.checkpointing import CKPT_DIR, load_checkpoint, save_checkpoint
 from trainer.config import RESUMABLE_CHANGES, TrainConfig
 from trainer.evaluate import evaluate
-from trainer.schedule import lr_at
+from trainer.losses import TopKTailKDLoss, mixed_loss, next_token_ce
+from trainer.sampling import batch_indices
+from trainer.schedule import kd_weight_at, lr_at
+from trainer.teacher import Teacher, TeacherFault
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
@@ -49,31 +51,6 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def batch_indices(step: int, micro: int, *, n: int, batch_size: int, grad_accum: int, seed: int) -> np.ndarray:
-    """Window indices of one micro-batch: a pure function of (seed, step, micro), so resume is exact.
-
-    Samples are drawn epoch by epoch from a seeded permutation of the ``n`` training windows.
-    """
-    first = (step * grad_accum + micro) * batch_size
-    out = np.empty(batch_size, dtype=np.int64)
-    for j, g in enumerate(range(first, first + batch_size)):
-        epoch, pos = divmod(g, n)
-        out[j] = _permutation(seed, epoch, n)[pos]
-    return out
-
-
-_PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
-
-
-def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    key = (seed, epoch, n)
-    if key not in _PERM_CACHE:
-        if len(_PERM_CACHE) > 4:
-            _PERM_CACHE.clear()
-        _PERM_CACHE[key] = np.random.default_rng([seed, epoch]).permutation(n)
-    return _PERM_CACHE[key]
-
-
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (embeddings included), none on norms and biases."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -81,12 +58,6 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
-
-
-def lm_loss(model: GPT, windows: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of a (B, T + 1) batch of windows."""
-    logits = model(windows[:, :-1])  # (B, T, V)
-    return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
 
 
 class MetricsLog:
@@ -116,6 +87,30 @@ def _check_resume(saved: dict[str, Any], cfg: TrainConfig) -> None:
                         "pass the original options or start a new run folder")
 
 
+def _step_loss(
+    model: GPT, windows: torch.Tensor, labels: SoftLabels | None, weight: float, kd: TopKTailKDLoss
+) -> tuple[torch.Tensor, float, float | None]:
+    """Loss of one micro-batch: (1 - w) * CE + w * KD, or CE alone without labels; also CE and KD values."""
+    logits = model(windows[:, :-1])  # (B, T, V)
+    ce = next_token_ce(logits, windows[:, 1:])
+    if labels is None or weight == 0.0:
+        return ce, ce.item(), None
+    dev = logits.device
+    L = labels.ids.shape[1]
+    mask = None
+    if bool((labels.lengths < L).any()):
+        mask = torch.arange(L, device=dev).unsqueeze(0) < labels.lengths.to(dev).unsqueeze(1)  # (B, L)
+    kd_val = kd(logits, labels.ids.to(dev), labels.logprobs.to(dev), labels.tail.to(dev), mask)
+    return mixed_loss(ce, kd_val, weight), ce.item(), kd_val.item()
+
+
+def _saved_step(out: Path) -> int:
+    try:
+        return int(json.loads((out / CKPT_DIR / "config.json").read_text())["step"])
+    except (OSError, ValueError, KeyError) as e:
+        raise SaltError(f"{out} has no readable checkpoint to resume from", "run without --resume") from e
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a model as ``cfg`` says; returns the run summary (also written to ``summary.json``)."""
     t_start = time.perf_counter()
@@ -128,9 +123,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
                         f"pass --block-size {ds.seq_len} or larger, or prepare with a smaller --seq-len")
     if resume and not (out / CKPT_DIR).exists():
         raise SaltError(f"{out} has no checkpoint to resume from", "run without --resume to start fresh")
-    if not resume and out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise SaltError(f"run folder {out} is not empty", "pass --resume to continue it or --overwrite")
+    if not resume and out.exists() and any(out.iterdir()) and not overwrite:
+        raise SaltError(f"run folder {out} is not empty", "pass --resume to continue it or --overwrite")
+    first_step = _saved_step(out) if resume else 0
+    # Everything about the service is checked before any training starts (and before --out is touched).
+    teacher = Teacher.connect(cfg, ds) if first_step < cfg.phase_one_end else None
+    try:
+        return _train(cfg, ds, device, block_size, teacher, resume=resume, progress=progress, t_start=t_start)
+    finally:
+        if teacher is not None:
+            teacher.close()
+
+
+def _train(
+    cfg: TrainConfig, ds: PackedDataset, device: torch.device, block_size: int, teacher: Teacher | None, *,
+    resume: bool, progress: bool, t_start: float,
+) -> dict[str, Any]:
+    out = Path(cfg.out)
+    if not resume and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if device.type == "cpu":
@@ -149,19 +159,27 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_step = int(state["step"])
-        model.train()
+        prior = state["extra"].get("totals", {})
     else:
         tok = ds.tokenizer()
         torch.manual_seed(cfg.seed)
         gcfg = GPTConfig.from_preset(cfg.preset, vocab_size=ds.vocab_size, block_size=block_size)
         model = GPT(gcfg).to(device)
         optimizer = make_optimizer(model, cfg, device)
+        prior = {}
     autocast = autocast_for(device, cfg.precision)
     metrics = MetricsLog(out / METRICS, resume_step=start_step if resume else None)
-    extra = {"dataset_fingerprint": ds.fingerprint}
     tokens_per_step = cfg.batch_size * cfg.grad_accum * ds.seq_len
-    log.info("%s: %s (%s params) on %s, %d steps of %d tokens", out, cfg.preset,
-             f"{model.num_params():,}", device, cfg.steps, tokens_per_step)
+    kd_loss = TopKTailKDLoss(cfg.kd_temperature)
+    # Totals carried across resumptions (saved with each checkpoint).
+    totals = {"train_s": 0.0, "data_wait_s": 0.0, "teacher_s": 0.0, "fallback_batches": 0, **prior}
+    log.info("%s: %s %s (%s params) on %s, %d steps of %d tokens, phase one until step %d", out, cfg.mode,
+             cfg.preset, f"{model.num_params():,}", device, cfg.steps, tokens_per_step, cfg.phase_one_end)
+
+    def local_batch(step: int, micro: int) -> torch.Tensor:
+        idx = batch_indices(step, micro, n=len(ds.train), batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                            seed=cfg.seed)
+        return ds.train.batch(idx)
 
     def run_eval(step: int) -> dict[str, float]:
         ev = evaluate(model, ds.val, max_windows=cfg.eval_windows, batch_size=cfg.batch_size,
@@ -169,26 +187,52 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
         metrics.write({"kind": "eval", "step": step, **ev})
         return ev
 
+    def checkpoint(step: int) -> None:
+        extra = {"dataset_fingerprint": ds.fingerprint, "totals": totals}
+        save_checkpoint(out, model, tok, optimizer, step=step, config=cfg.to_dict(), extra=extra)
+
+    if teacher is not None:
+        teacher.start(range(start_step, cfg.phase_one_end))
     last_eval = run_eval(0) if start_step == 0 else {}
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True)
-    train_time = 0.0
     model.train()
     try:
         for step in range(start_step, cfg.steps):
             t0 = time.perf_counter()
+            weight = kd_weight_at(step, weight=cfg.kd_weight, n_kd=cfg.kd_steps, transition=cfg.kd_transition,
+                                  transition_steps=cfg.kd_transition_steps)
+            wait = 0.0
+            if teacher is not None and step < cfg.phase_one_end:
+                try:
+                    data = teacher.get(step)
+                except TeacherFault as e:
+                    checkpoint(step)
+                    raise SaltError(f"{e}; checkpoint of step {step} kept in {out / CKPT_DIR}",
+                                    "restart the service and pass --resume, or use --fault-policy fallback") from e
+                wait = time.perf_counter() - t0
+                micro = [(m.windows, m.labels) for m in data.micro]
+                totals["teacher_s"] += data.fetch_s
+            else:
+                if teacher is not None and step == cfg.phase_one_end:
+                    teacher.finish()  # phase two: the service is never contacted again
+                micro = [(local_batch(step, m), None) for m in range(cfg.grad_accum)]
             lr = lr_at(step, peak=cfg.lr, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            loss_value = 0.0
-            for micro in range(cfg.grad_accum):
-                idx = batch_indices(step, micro, n=len(ds.train), batch_size=cfg.batch_size,
-                                    grad_accum=cfg.grad_accum, seed=cfg.seed)
-                windows = ds.train.batch(idx).to(device, non_blocking=True)
+            loss_value = ce_value = 0.0
+            kd_value: float | None = None
+            fallbacks = 0
+            for windows, labels in micro:
+                windows = windows.to(device, non_blocking=True)
+                fallbacks += int(weight > 0 and labels is None)
                 with autocast:
-                    loss = lm_loss(model, windows)
+                    loss, ce_v, kd_v = _step_loss(model, windows, labels, weight, kd_loss)
                 (loss / cfg.grad_accum).backward()
                 loss_value += loss.item() / cfg.grad_accum
+                ce_value += ce_v / cfg.grad_accum
+                if kd_v is not None:
+                    kd_value = (kd_value or 0.0) + kd_v / cfg.grad_accum
             if not math.isfinite(loss_value):
                 raise SaltError(f"loss became {loss_value} at step {step + 1}",
                                 "lower --lr or resume from the last checkpoint")
@@ -198,17 +242,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
             if device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
-            train_time += dt
+            totals["train_s"] += dt
+            totals["data_wait_s"] += wait
+            totals["fallback_batches"] += fallbacks
             done = step + 1
-            metrics.write({"kind": "train", "step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                           "tokens": done * tokens_per_step, "step_s": dt, "tok_per_s": tokens_per_step / dt})
+            record = {"kind": "train", "step": done, "loss": loss_value, "ce": ce_value, "kd": kd_value,
+                      "kd_weight": weight, "lr": lr, "grad_norm": grad_norm, "tokens": done * tokens_per_step,
+                      "step_s": dt, "data_wait_s": wait, "fallback_batches": fallbacks,
+                      "tok_per_s": tokens_per_step / dt}
+            metrics.write(record)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / dt:,.0f}", refresh=False)
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 last_eval = run_eval(done)
                 bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{last_eval['val_loss']:.3f}", refresh=False)
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                save_checkpoint(out, model, tok, optimizer, step=done, config=cfg.to_dict(), extra=extra)
+                checkpoint(done)
     finally:
         bar.close()
         metrics.close()
@@ -219,8 +268,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
         "mode": cfg.mode, "preset": cfg.preset, "seed": cfg.seed, "steps": cfg.steps,
         "params": model.num_params(), "tokens": cfg.steps * tokens_per_step,
         "val_loss": last_eval["val_loss"], "val_acc": last_eval["val_acc"],
-        "train_s_this_process": train_time, "wall_s_this_process": time.perf_counter() - t_start,
-        "tok_per_s": (cfg.steps - start_step) * tokens_per_step / train_time if train_time else None,
+        "kd_steps": cfg.kd_steps, "phase_one_end": cfg.phase_one_end, **totals,
+        "data_stall_fraction": totals["data_wait_s"] / totals["train_s"] if totals["train_s"] else 0.0,
+        "wall_s_this_process": time.perf_counter() - t_start,
+        "tok_per_s": cfg.steps * tokens_per_step / totals["train_s"] if totals["train_s"] else None,
+        "service": teacher.usage() if teacher is not None else None,
         "dataset_fingerprint": ds.fingerprint, "checkpoint": str(out / CKPT_DIR), "device": str(device),
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")

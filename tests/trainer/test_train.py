@@ -16,8 +16,9 @@ from shared.errors import SaltError
 from shared.model import GPT, GPTConfig
 from trainer.config import TrainConfig
 from trainer.evaluate import evaluate_batch
+from trainer.sampling import batch_indices
 from trainer.schedule import lr_at
-from trainer.train import batch_indices, read_metrics, train
+from trainer.train import read_metrics, train
 
 
 def tiny_cfg(ds: PackedDataset, out: Path, **kw: object) -> TrainConfig:

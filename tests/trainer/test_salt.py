@@ -1,0 +1,153 @@
+"""SALT against the real service (uvicorn subprocess): phase one asks, phase two never does; faults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.client import SelectorClient
+from shared.data import PackedDataset
+from shared.errors import SaltError
+from tests.servers import start_server, stop_server
+from trainer.config import TrainConfig
+from trainer.train import read_metrics, train
+
+LABEL_ROUTE = 'salt_requests_total{method="POST",route="/v1/soft-labels",status="200"}'
+
+
+@pytest.fixture
+def service(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    proc, url = start_server(tiny_checkpoint, f"sqlite:///{tmp_path / 'cache.sqlite'}")
+    try:
+        yield proc, url
+    finally:
+        stop_server(proc)
+
+
+def salt_cfg(ds: PackedDataset, out: Path, url: str, **kw: object) -> TrainConfig:
+    base = dict(data=str(ds.path), out=str(out), preset="llm-tiny", mode="salt", steps=8, n_kd=3, batch_size=4,
+                warmup_steps=1, eval_every=4, eval_windows=8, ckpt_every=4, device="cpu", service_url=url,
+                retry_deadline_s=2.0, kd_k=8)
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def label_requests(url: str) -> float:
+    with SelectorClient(url) as c:
+        return c.metrics().get(LABEL_ROUTE, 0.0)
+
+
+def test_phase_one_asks_phase_two_does_not_and_a_second_run_hits_the_cache(
+    tiny_dataset: PackedDataset, tmp_path: Path, service: tuple[subprocess.Popen, str]
+) -> None:
+    _, url = service
+    cfg = salt_cfg(tiny_dataset, tmp_path / "a", url, grad_accum=2)
+    summary = train(cfg, progress=False)
+    recs = [r for r in read_metrics(tmp_path / "a") if r["kind"] == "train"]
+    assert [r["kd_weight"] for r in recs] == [0.5] * 3 + [0.0] * 5
+    assert all(r["kd"] is not None for r in recs[:3]) and all(r["kd"] is None for r in recs[3:])
+    # Exactly one request per phase-one micro-batch reached the server, none after.
+    assert label_requests(url) == 3 * 2 == summary["service"]["requests"]
+    assert summary["service"]["cache_misses"] > 0
+    assert summary["service"]["slm_forward_passes"] > 0
+    assert summary["fallback_batches"] == 0
+
+    # Another LLM size over the same data order: every label from the cache, no SLM forward pass.
+    second = train(replace(cfg, out=str(tmp_path / "b"), preset="slm-tiny"), progress=False)
+    assert second["service"]["cache_hits"] == 3 * 2 * 4
+    assert second["service"]["cache_misses"] == 0
+    assert second["service"]["slm_forward_passes"] == 0
+
+
+def test_phase_two_trains_with_the_service_stopped(
+    tiny_dataset: PackedDataset, tmp_path: Path, service: tuple[subprocess.Popen, str]
+) -> None:
+    proc, url = service
+    cfg = salt_cfg(tiny_dataset, tmp_path / "run", url, n_kd=4, ckpt_every=4)
+    stop_at = 5
+
+    import trainer.train as tt
+
+    original = tt.MetricsLog.write
+
+    class Stop(Exception):
+        pass
+
+    def write(self: tt.MetricsLog, record: dict[str, object]) -> None:
+        original(self, record)
+        if record["kind"] == "train" and record["step"] == stop_at:
+            raise Stop
+
+    tt.MetricsLog.write = write  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Stop):
+            train(cfg, progress=False)
+    finally:
+        tt.MetricsLog.write = original  # type: ignore[method-assign]
+    stop_server(proc)  # phase one is over (checkpoint at step 4): the rest needs no service
+    summary = train(cfg, resume=True, progress=False)
+    assert summary["service"] is None
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 8
+
+
+def kill_at(monkeypatch: pytest.MonkeyPatch, proc: subprocess.Popen, step: int) -> None:
+    """Stop the service just before the prefetcher asks for ``step``'s labels."""
+    import trainer.teacher as tt
+
+    original = tt.Teacher.windows_for
+
+    def windows_for(self: tt.Teacher, s: int, micro: int) -> np.ndarray:
+        if s == step:
+            stop_server(proc)
+        return original(self, s, micro)
+
+    monkeypatch.setattr(tt.Teacher, "windows_for", windows_for)
+
+
+def test_fallback_when_the_service_dies_in_phase_one(
+    tiny_dataset: PackedDataset, tmp_path: Path, service: tuple[subprocess.Popen, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proc, url = service
+    kill_at(monkeypatch, proc, step=2)
+    cfg = salt_cfg(tiny_dataset, tmp_path / "run", url, fault_policy="fallback", n_kd=4, retry_deadline_s=0.5)
+    summary = train(cfg, progress=False)
+    recs = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
+    assert [r["fallback_batches"] for r in recs] == [0, 0, 1, 1, 0, 0, 0, 0]
+    assert [r["kd"] is not None for r in recs[:4]] == [True, True, False, False]
+    assert summary["fallback_batches"] == 2 == summary["service"]["fallback_batches"]
+    assert summary["steps"] == 8 and (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_fail_policy_stops_with_a_usable_checkpoint(
+    tiny_dataset: PackedDataset, tiny_checkpoint: Path, tmp_path: Path, service: tuple[subprocess.Popen, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proc, url = service
+    kill_at(monkeypatch, proc, step=2)
+    cfg = salt_cfg(tiny_dataset, tmp_path / "run", url, fault_policy="fail", n_kd=4, retry_deadline_s=0.5)
+    with pytest.raises(SaltError, match=r"selector service failed at step 3.*checkpoint of step 2"):
+        train(cfg, progress=False)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["step"] == 2
+    monkeypatch.undo()
+    # The service comes back (same cache): the run resumes from its checkpoint and finishes.
+    proc2, url2 = start_server(tiny_checkpoint, f"sqlite:///{tmp_path / 'cache.sqlite'}")
+    try:
+        summary = train(replace(cfg, service_url=url2), resume=True, progress=False)
+    finally:
+        stop_server(proc2)
+    assert summary["steps"] == 8
+    assert summary["fallback_batches"] == 0
+
+
+def test_bad_service_settings_fail_before_training(tiny_dataset: PackedDataset, tmp_path: Path) -> None:
+    cfg = salt_cfg(tiny_dataset, tmp_path / "run", "http://127.0.0.1:9", retry_deadline_s=0.2)
+    with pytest.raises(SaltError, match="selector service"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
