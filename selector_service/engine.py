@@ -11,7 +11,7 @@ import torch
 
 from shared.checkpoint import load_model, model_fingerprint
 from shared.errors import SaltError
-from shared.softlabels import topk_soft_labels, window_scores
+from shared.softlabels import labels_and_scores
 
 log = logging.getLogger("selector_service")
 
@@ -108,13 +108,12 @@ class Engine:
             x, y = batch[:, :-1], batch[:, 1:]  # (B, L) each
             hidden = self.model.hidden(x)  # (B, L, C)
             logits = self.model.lm_head(hidden).float()  # (B, L, V)
-            scores = window_scores(logits.cpu(), y.cpu(), hidden.cpu())
             wanted = sorted({p for i in idx for p in works[i].label_params})
-            labels: dict[tuple[int, float], list[np.ndarray]] = {}
-            for k, t in wanted:
-                ids, lp, tail = topk_soft_labels(logits, k, t)
-                labels[(k, t)] = [ids.cpu().numpy(), lp.cpu().to(torch.float16).numpy(),
-                                  tail.cpu().to(torch.float16).numpy()]
+            scores, computed = labels_and_scores(logits, y, hidden, wanted)
+            labels = {
+                p: (ids.cpu().numpy(), lp.cpu().to(torch.float16).numpy(), tail.cpu().to(torch.float16).numpy())
+                for p, (ids, lp, tail) in computed.items()
+            }
             for j, i in enumerate(idx):
                 row = {name: float(scores[name][j]) for name in scores if name != "embedding"}
                 out[i] = Computed(

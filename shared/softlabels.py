@@ -116,7 +116,11 @@ def topk_soft_labels(
         raise ValueError(f"k must be in [1, {V}], got {k}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, L, V)
+    return topk_from_logprobs(F.log_softmax(logits.float() / temperature, dim=-1), k)
+
+
+def topk_from_logprobs(logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``topk_soft_labels`` from log-probs already computed at the wanted temperature: (B, L, V) float32."""
     top_lp, top_ids = logp.topk(k, dim=-1)  # (B, L, k), sorted descending
     # The tail as a logsumexp over the ids left out: exact even when the top-k holds almost all the mass,
     # where log1p(-sum(p_topk)) would cancel catastrophically.
@@ -125,34 +129,82 @@ def topk_soft_labels(
     return top_ids, top_lp.clamp_min(TAIL_FLOOR), tail.clamp_min(TAIL_FLOOR)
 
 
-def window_scores(logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor) -> dict[str, np.ndarray]:
+def window_scores(
+    logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor, *, logprobs: torch.Tensor | None = None
+) -> dict[str, np.ndarray]:
     """Per-window learnability figures from one forward pass (temperature 1).
 
     Args:
         logits: (B, L, V) next-token logits.
         targets: (B, L) int64 true next tokens.
         hidden: (B, L, C) last hidden states.
+        logprobs: (B, L, V) float32 ``log_softmax(logits)`` when the caller has it already.
 
     Returns:
         dict of arrays: ``n_tokens`` (B,) int64, ``mean_loss``, ``median_loss``, ``top1_acc``,
         ``mean_entropy``, ``salt_ds`` (B,) float64 (NaN: no position qualifies, not selectable) and
         ``embedding`` (B, C) float16.
     """
-    B, L, _ = logits.shape
-    logp = F.log_softmax(logits.float(), dim=-1)  # (B, L, V)
-    loss = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    logp = F.log_softmax(logits.float(), dim=-1) if logprobs is None else logprobs  # (B, L, V)
     entropy = -(logp.exp() * logp).sum(-1)  # (B, L)
     top10 = logp.topk(min(SALT_DS_TOPK, logp.shape[-1]), dim=-1).indices  # (B, L, 10)
+    return _scores_from(logp, top10, targets, entropy, hidden)
+
+
+def labels_and_scores(
+    logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor, label_params: list[tuple[int, float]]
+) -> tuple[dict[str, np.ndarray], dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Scores and every wanted label set from one forward pass's outputs, sharing the full-vocabulary work.
+
+    Equal (within float rounding) to ``window_scores`` and ``topk_soft_labels``, which are the plain
+    references; this path computes each softmax, exponential and top-k once per temperature. The tail
+    is the sum of the probabilities outside the top-k (positive terms only: no cancellation); a tail
+    under float32's smallest normal (about e^-87) is reported as ``TAIL_FLOOR``.
+
+    Args:
+        logits: (B, L, V); targets: (B, L) int64; hidden: (B, L, C).
+        label_params: (k, temperature) pairs wanted.
+
+    Returns:
+        scores as ``window_scores`` gives them, and {(k, T): (ids (B, L, k), logprobs (B, L, k), tail (B, L))}.
+    """
+    V = logits.shape[-1]
+    logits = logits.float()
+    labels = {}
+    scores: dict[str, np.ndarray] = {}
+    for t in sorted({t for _, t in label_params} | {1.0}):
+        ks = sorted({k for k, tt in label_params if tt == t})
+        logp = F.log_softmax(logits if t == 1.0 else logits / t, dim=-1)  # (B, L, V)
+        p = logp.exp()  # (B, L, V)
+        kmax = max([*ks, min(SALT_DS_TOPK, V) if t == 1.0 else 1])
+        top_lp, top_ids = logp.topk(kmax, dim=-1)  # (B, L, kmax), sorted descending
+        if t == 1.0:
+            entropy = -torch.einsum("blv,blv->bl", p, logp)  # (B, L)
+            scores = _scores_from(logp, top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy, hidden)
+        done = 0
+        for k in ks:  # ascending: the top-k sets are nested, so p is zeroed a slice at a time
+            p.scatter_(-1, top_ids[..., done:k], 0.0)
+            done = k
+            tail = p.sum(-1).log() if k < V else torch.full(p.shape[:-1], float("-inf"))
+            labels[(k, t)] = (top_ids[..., :k], top_lp[..., :k].clamp_min(TAIL_FLOOR), tail.clamp_min(TAIL_FLOOR))
+    return scores, labels
+
+
+def _scores_from(
+    logp: torch.Tensor, top10: torch.Tensor, targets: torch.Tensor, entropy: torch.Tensor, hidden: torch.Tensor
+) -> dict[str, np.ndarray]:
+    B, L, _ = logp.shape
+    loss = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
     in_top10 = (top10 == targets.unsqueeze(-1)).any(-1)  # (B, L)
     top1 = (top10[..., 0] == targets).float()  # (B, L)
     return {
         "n_tokens": np.full(B, L, dtype=np.int64),
-        "mean_loss": loss.double().mean(-1).numpy(),
-        "median_loss": _masked_median(loss, torch.ones_like(in_top10)).numpy(),
-        "top1_acc": top1.double().mean(-1).numpy(),
-        "mean_entropy": entropy.double().mean(-1).numpy(),
-        "salt_ds": _masked_median(loss, in_top10).numpy(),
-        "embedding": hidden.float().mean(1).to(torch.float16).numpy(),
+        "mean_loss": loss.double().mean(-1).cpu().numpy(),
+        "median_loss": _masked_median(loss, torch.ones_like(in_top10)).cpu().numpy(),
+        "top1_acc": top1.double().mean(-1).cpu().numpy(),
+        "mean_entropy": entropy.double().mean(-1).cpu().numpy(),
+        "salt_ds": _masked_median(loss, in_top10).cpu().numpy(),
+        "embedding": hidden.float().mean(1).to(torch.float16).cpu().numpy(),
     }
 
 

@@ -14,6 +14,7 @@ from shared.softlabels import (
     checksum,
     decode_wire,
     encode_wire,
+    labels_and_scores,
     pack_labels,
     pack_scores,
     topk_soft_labels,
@@ -120,3 +121,21 @@ def test_wire_roundtrip() -> None:
     assert sl.ids.dtype == torch.int64 and torch.equal(sl.ids, torch.from_numpy(ids))
     assert sl.logprobs.dtype == torch.float32 and sl.tail.shape == (2, 3)
     assert sl.hashes == ["a", "b"] and sl.k == 4 and sl.lengths.tolist() == [3, 2]
+
+
+def test_one_pass_path_equals_the_references() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(3, 7, 40) * 4
+    targets = torch.randint(0, 40, (3, 7))
+    hidden = torch.randn(3, 7, 6)
+    params = [(4, 1.0), (16, 1.0), (40, 1.0), (8, 0.5)]
+    scores, labels = labels_and_scores(logits, targets, hidden, params)
+    ref = window_scores(logits, targets, hidden)
+    for name in ref:
+        np.testing.assert_allclose(scores[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for k, t in params:
+        ids, lp, tail = labels[(k, t)]
+        r_ids, r_lp, r_tail = topk_soft_labels(logits, k, t)
+        assert torch.equal(ids, r_ids)
+        torch.testing.assert_close(lp, r_lp)
+        torch.testing.assert_close(tail, r_tail, rtol=1e-4, atol=1e-5)
