@@ -161,6 +161,7 @@ def main() -> None:
             hot_s, hot_lat = asyncio.run(hammer(base, requests, args.clients, args.k))
             with SelectorClient(base) as c:
                 m = c.metrics()
+                busy = m["salt_forward_seconds_sum"] / cold_s
                 body = {"windows": requests[0].tolist(), "k": args.k}
                 http = c._http
                 js = http.post(f"{base}/v1/soft-labels", json=body).content
@@ -199,7 +200,8 @@ def main() -> None:
     print(f"in-process (engine: forward + labels + scores): {inproc:9.1f} windows/s   (bare forward {bare:.1f}; "
           f"main thread {main_best[0]:.1f}, worker thread {thread_best[0]:.1f})")
     print(f"service, cold cache, {args.clients} clients:         {cold:9.1f} windows/s   "
-          f"ratio service/in-process = {cold / inproc:.2f} (goal >= 0.9)")
+          f"ratio service/in-process = {cold / inproc:.2f} (goal >= 0.9); forward busy {100 * busy:.0f}% "
+          f"of the time, {n / m['salt_forward_seconds_sum']:.1f} windows/s while busy")
     print(f"service, all cache hits:                 {hot:9.1f} windows/s   ratio hit/compute = {hot / cold:.1f}")
     print(f"latency compute: p50 {pct(cold_lat, 50):.1f} ms  p99 {pct(cold_lat, 99):.1f} ms   "
           f"cache hits: p50 {pct(hot_lat, 50):.1f} ms  p99 {pct(hot_lat, 99):.1f} ms")

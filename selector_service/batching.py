@@ -110,6 +110,7 @@ class Batcher:
                     fut.set_exception(e)
             return
         m = self.metrics
+        m.forward_seconds.observe(time.perf_counter() - t0)
         m.forward_passes.inc(passes)
         m.windows_computed.inc(len(works))
         m.tokens_computed.inc(sum(len(w.window) - 1 for w in works))

@@ -29,6 +29,8 @@ class Metrics:
         self.forward_passes = Counter("salt_forward_passes", "Forward passes of the SLM", registry=r)
         self.windows_computed = Counter("salt_windows_computed", "Windows run through the SLM", registry=r)
         self.tokens_computed = Counter("salt_tokens_computed", "Tokens run through the SLM", registry=r)
+        self.forward_seconds = Histogram("salt_forward_seconds", "Time of one forward pass with its post-processing",
+                                         buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_windows = Histogram("salt_forward_batch_windows", "Windows per forward pass",
                                        buckets=_SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("salt_forward_batch_tokens", "Tokens per forward pass",

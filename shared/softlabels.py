@@ -231,14 +231,21 @@ def checksum(blob: bytes) -> str:
 
 
 def pack_labels(ids: np.ndarray, logprobs: np.ndarray, tail: np.ndarray, vocab_size: int) -> bytes:
-    """One window's labels as a compressed blob: ids (L, k), logprobs (L, k) float16, tail (L,) float16."""
+    """One window's labels as a compressed blob: ids (L, k), logprobs (L, k) float16, tail (L,) float16.
+
+    Layout before zstd: header, then ids, log-probs and tail, each byte-shuffled (all first bytes, then
+    all second bytes...). The log-probs go as differences of their float16 bit patterns along k: they
+    are sorted, so the differences are small numbers that compress well, and the coding is lossless.
+    """
     dt = id_dtype(vocab_size)
     L, k = ids.shape
+    bits = np.ascontiguousarray(logprobs, dtype="<f2").view("<u2")
+    delta = np.diff(bits, axis=-1, prepend=np.zeros((L, 1), dtype="<u2")).astype("<u2")  # wraps mod 2^16
     raw = b"".join((
         _LABEL_HEADER.pack(_LABEL_MAGIC, dt.itemsize, k, L),
-        np.ascontiguousarray(ids, dtype=dt).tobytes(),
-        np.ascontiguousarray(logprobs, dtype="<f2").tobytes(),
-        np.ascontiguousarray(tail, dtype="<f2").tobytes(),
+        _shuffle(np.ascontiguousarray(ids, dtype=dt)),
+        _shuffle(delta),
+        _shuffle(np.ascontiguousarray(tail, dtype="<f2")),
     ))
     return zstandard.ZstdCompressor(level=3).compress(raw)
 
@@ -252,12 +259,25 @@ def unpack_labels(blob: bytes, expected_checksum: str) -> tuple[np.ndarray, np.n
             raise BlobError("not a soft-label blob")
         off = _LABEL_HEADER.size
         n_ids = L * k * size
-        ids = np.frombuffer(raw, _ID_DTYPES[size], L * k, off).reshape(L, k)
-        lp = np.frombuffer(raw, "<f2", L * k, off + n_ids).reshape(L, k)
-        tail = np.frombuffer(raw, "<f2", L, off + n_ids + 2 * L * k)
+        if len(raw) != off + n_ids + 2 * L * k + 2 * L:
+            raise BlobError("soft-label blob has the wrong length")
+        ids = _unshuffle(raw[off : off + n_ids], _ID_DTYPES[size]).reshape(L, k)
+        delta = _unshuffle(raw[off + n_ids : off + n_ids + 2 * L * k], np.dtype("<u2")).reshape(L, k)
+        lp = np.cumsum(delta, axis=-1, dtype="<u2").view("<f2")
+        tail = _unshuffle(raw[off + n_ids + 2 * L * k :], np.dtype("<f2"))
     except (struct.error, ValueError) as e:
         raise BlobError(f"corrupt soft-label blob: {e}") from e
     return ids, lp, tail
+
+
+def _shuffle(a: np.ndarray) -> bytes:
+    """Bytes of ``a`` grouped by position within each element (byte 0 of all, then byte 1...)."""
+    return np.frombuffer(a.tobytes(), np.uint8).reshape(-1, a.dtype.itemsize).T.tobytes()
+
+
+def _unshuffle(data: bytes, dtype: np.dtype) -> np.ndarray:
+    planes = np.frombuffer(data, np.uint8).reshape(dtype.itemsize, -1)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
 def pack_scores(row: dict[str, float], embedding: np.ndarray) -> bytes:

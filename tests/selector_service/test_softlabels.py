@@ -139,3 +139,17 @@ def test_one_pass_path_equals_the_references() -> None:
         assert torch.equal(ids, r_ids)
         torch.testing.assert_close(lp, r_lp)
         torch.testing.assert_close(tail, r_tail, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("vocab", [200, 70_000])
+def test_label_blob_roundtrip_other_id_widths(vocab: int) -> None:
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, vocab, (5, 3))
+    lp = np.array([[-0.5, -2.0, -60000.0]] * 5, dtype=np.float16)
+    tail = np.full(5, TAIL_FLOOR, dtype=np.float16)
+    blob = pack_labels(ids, lp, tail, vocab_size=vocab)
+    a, b, c = unpack_labels(blob, checksum(blob))
+    assert a.dtype.itemsize == (1 if vocab <= 256 else 4)
+    np.testing.assert_array_equal(a, ids)
+    np.testing.assert_array_equal(b, lp)
+    np.testing.assert_array_equal(c, tail)
