@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     """k used when a request does not give one (and for labels stored alongside scores)."""
     max_k: int = Field(256, ge=1, le=256)
     """Largest k a request may ask for (never more than the vocabulary)."""
-    max_batch_tokens: int = Field(16384, ge=1)
+    max_batch_tokens: int = Field(8192, ge=1)
     """Most tokens in one forward pass (dynamic batching)."""
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     """Longest a computed request waits for others to join its forward pass."""

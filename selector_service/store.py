@@ -163,13 +163,6 @@ class Store:
                         .values(blob=r.blob, checksum=r.checksum, created_at=now)
                     )
 
-    def count(self, *, model: str | None = None) -> int:
-        with self._connect() as conn:
-            stmt = select(cache.c.window_hash)
-            if model is not None:
-                stmt = stmt.where(cache.c.model == model)
-            return len(conn.execute(stmt).all())
-
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -79,3 +82,12 @@ def test_client_retries_until_its_deadline() -> None:
     with SelectorClient(url, retry_deadline_s=0.5, backoff_s=0.05) as c, pytest.raises(SelectorError) as e:
         c.model_info()
     assert e.value.code == "unreachable"
+
+
+def test_a_bad_checkpoint_fails_start_up_with_one_clear_line(tmp_path: Path) -> None:
+    env = {"SALT_MODEL_PATH": str(tmp_path / "missing"), "SALT_DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}"}
+    r = subprocess.run([sys.executable, "-m", "selector_service", "--port", str(free_port())],
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: checkpoint folder not found")
+    assert "Traceback" not in r.stderr
