@@ -36,37 +36,50 @@ class ServiceMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         status = 500
         started = False
+        too_large = False
+        limit_msg = f"request body over the limit of {self.max_body} bytes"
 
         async def send_wrapped(message: Message) -> None:
             nonlocal status, started
+            if too_large:
+                # The app turned the cut-off body into an error of its own: answer 413 instead, once.
+                if not started:
+                    started = True
+                    await self._error(send_raw, 413, "payload_too_large", limit_msg, rid)
+                return
             if message["type"] == "http.response.start":
                 started = True
+            await send_raw(message)
+
+        seen = 0
+
+        async def send_raw(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
-        seen = 0
-
         async def receive_limited() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
         try:
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await self._error(send_wrapped, 413, "payload_too_large",
-                                  f"request body over the limit of {self.max_body} bytes", rid)
+                await self._error(send_wrapped, 413, "payload_too_large", limit_msg, rid)
             else:
                 await self.app(scope, receive_limited, send_wrapped)
         except _BodyTooLarge:
             if not started:
-                await self._error(send_wrapped, 413, "payload_too_large",
-                                  f"request body over the limit of {self.max_body} bytes", rid)
+                started = True
+                await self._error(send_raw, 413, "payload_too_large", limit_msg, rid)
         except Exception:
             log.exception("internal error in request %s", rid)
             if not started:

@@ -185,7 +185,7 @@ def labels_and_scores(
         for k in ks:  # ascending: the top-k sets are nested, so p is zeroed a slice at a time
             p.scatter_(-1, top_ids[..., done:k], 0.0)
             done = k
-            tail = p.sum(-1).log() if k < V else torch.full(p.shape[:-1], float("-inf"))
+            tail = p.sum(-1).log() if k < V else torch.full(p.shape[:-1], float("-inf"), device=p.device)
             labels[(k, t)] = (top_ids[..., :k], top_lp[..., :k].clamp_min(TAIL_FLOOR), tail.clamp_min(TAIL_FLOOR))
     return scores, labels
 
@@ -213,13 +213,13 @@ def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     values, mask: (B, L). Returns (B,) float64.
     """
-    v = torch.where(mask, values.double(), torch.tensor(float("inf"), dtype=torch.float64))
+    v = values.double().masked_fill(~mask, float("inf"))
     s = v.sort(dim=-1).values  # (B, L); masked-out entries last
     n = mask.sum(-1)  # (B,)
     lo = ((n - 1).clamp_min(0) // 2).unsqueeze(-1)
     hi = (n // 2).clamp_max(values.shape[-1] - 1).unsqueeze(-1)
     med = (s.gather(-1, lo) + s.gather(-1, hi)).squeeze(-1) / 2
-    return torch.where(n > 0, med, torch.tensor(float("nan"), dtype=torch.float64))
+    return med.masked_fill(n == 0, float("nan"))
 
 
 # ---------------------------------------------------------------- storage blobs (one per cache row)

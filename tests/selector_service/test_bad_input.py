@@ -72,6 +72,13 @@ def test_every_bad_input_is_a_4xx_and_writes_nothing(small, windows: np.ndarray)
     assert rows(url) == 2  # only that last good window: its scores and its default labels
 
 
+def test_a_streamed_body_over_the_limit_is_cut_off(small) -> None:  # type: ignore[no-untyped-def]
+    c, _ = small
+    chunks = (b'{"windows": [' + b"[1, 2, 3]," * 1000 for _ in range(3))  # no content-length: chunked
+    r = c.post("/v1/scores", content=chunks, headers={"content-type": "application/json"})
+    assert_error(r, 413, "payload_too_large")
+
+
 def test_k_over_vocab_is_rejected(tiny_checkpoint: Path, sqlite_url: str) -> None:
     # slm-tiny here has a vocabulary of about 300, so a smaller max_k leaves room to test the bound.
     with make_client(tiny_checkpoint, sqlite_url, max_k=8) as c:

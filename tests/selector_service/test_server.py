@@ -14,9 +14,11 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from shared.checkpoint import load_model
 from shared.client import AsyncSelectorClient, SelectorClient, SelectorError
 from shared.data import PackedDataset
 from shared.hashing import window_hash
+from shared.softlabels import topk_soft_labels
 from tests.selector_service.conftest import free_port, start_server, stop_server
 
 
@@ -58,6 +60,16 @@ def test_two_replicas_on_one_postgres_hammered_in_parallel(
             assert m["salt_cache_hits_total"] > 0
 
         asyncio.run(async_check())
+
+        # Over the wire, the labels equal an in-process forward of the same checkpoint.
+        model, _, _ = load_model(tiny_checkpoint)
+        with torch.inference_mode():
+            ref_ids, ref_lp, ref_tail = topk_soft_labels(model(torch.from_numpy(pool[:, :-1])), 8)
+        with SelectorClient(urls[1], api_key="k") as c:
+            got = c.soft_labels(pool, k=8)
+        assert torch.equal(got.ids, ref_ids)
+        torch.testing.assert_close(got.logprobs, ref_lp, atol=1e-2, rtol=1e-3)
+        torch.testing.assert_close(got.tail, ref_tail, atol=1e-2, rtol=1e-3)
 
         engine = sa.create_engine(pg_url)
         with engine.connect() as conn:
