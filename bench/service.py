@@ -120,6 +120,12 @@ async def hammer(base: str, requests: list[np.ndarray], clients: int, k: int) ->
     return time.perf_counter() - t0, latencies
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     return 1e3 * float(np.percentile(values, q))
 
@@ -148,16 +154,19 @@ def main() -> None:
         # The baseline is the in-process engine's best over per-request and coalesced batch sizes, on the
         # main thread and on a worker thread as in the service (torch speed differs between the two here).
         sizes = sorted({args.batch, 4 * args.batch, args.clients * args.batch})
-        main_best = max(in_process(ckpt, windows, b, args.k) for b in sizes)
+        main_runs = {b: in_process(ckpt, windows, b, args.k) for b in sizes}
         with ThreadPoolExecutor(1) as ex:
-            thread_best = max(ex.submit(in_process, ckpt, windows, b, args.k).result() for b in sizes)
+            thread_runs = {b: ex.submit(in_process, ckpt, windows, b, args.k).result() for b in sizes}
+        main_best, thread_best = max(main_runs.values()), max(thread_runs.values())
         inproc, bare = max(main_best, thread_best)
 
         db = f"sqlite:///{work / 'cache.sqlite'}"
         proc, base = start_service(ckpt, db)
         try:
             requests = [windows[i : i + args.batch] for i in range(0, n, args.batch)]
+            cpu0, svc0 = time.process_time(), proc_cpu(proc.pid)
             cold_s, cold_lat = asyncio.run(hammer(base, requests, args.clients, args.k))
+            client_cpu, service_cpu = time.process_time() - cpu0, proc_cpu(proc.pid) - svc0
             hot_s, hot_lat = asyncio.run(hammer(base, requests, args.clients, args.k))
             with SelectorClient(base) as c:
                 m = c.metrics()
@@ -199,9 +208,13 @@ def main() -> None:
     hot = n / hot_s
     print(f"in-process (engine: forward + labels + scores): {inproc:9.1f} windows/s   (bare forward {bare:.1f}; "
           f"main thread {main_best[0]:.1f}, worker thread {thread_best[0]:.1f})")
+    print("  in-process by batch size (windows/s, main/worker thread): " + ", ".join(
+        f"{b}: {main_runs[b][0]:.1f}/{thread_runs[b][0]:.1f}" for b in sizes))
     print(f"service, cold cache, {args.clients} clients:         {cold:9.1f} windows/s   "
           f"ratio service/in-process = {cold / inproc:.2f} (goal >= 0.9); forward busy {100 * busy:.0f}% "
           f"of the time, {n / m['salt_forward_seconds_sum']:.1f} windows/s while busy")
+    print(f"  CPU during the cold run: service {service_cpu:.1f} s, clients {client_cpu:.1f} s, "
+          f"wall {cold_s:.1f} s on {os.cpu_count()} CPUs")
     print(f"service, all cache hits:                 {hot:9.1f} windows/s   ratio hit/compute = {hot / cold:.1f}")
     print(f"latency compute: p50 {pct(cold_lat, 50):.1f} ms  p99 {pct(cold_lat, 99):.1f} ms   "
           f"cache hits: p50 {pct(hot_lat, 50):.1f} ms  p99 {pct(hot_lat, 99):.1f} ms")

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = await run_in_threadpool(
             Engine, settings.model_path, device=settings.device, precision=settings.precision,
-            threads=settings.torch_threads,
+            threads=settings.torch_threads, head_chunk_tokens=settings.head_chunk_tokens,
         )
         if settings.warmup:
             await run_in_threadpool(engine.warmup)

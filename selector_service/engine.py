@@ -71,7 +71,9 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
 class Engine:
     """An SLM checkpoint ready for inference."""
 
-    def __init__(self, model_path: str, *, device: str = "auto", precision: str = "fp32", threads: int = 0) -> None:
+    def __init__(self, model_path: str, *, device: str = "auto", precision: str = "fp32", threads: int = 0,
+                 head_chunk_tokens: int = 1024) -> None:
+        self.head_chunk_tokens = head_chunk_tokens
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
@@ -107,20 +109,25 @@ class Engine:
             batch = torch.from_numpy(np.stack([works[i].window for i in idx])).to(self.device)  # (B, L+1)
             x, y = batch[:, :-1], batch[:, 1:]  # (B, L) each
             hidden = self.model.hidden(x)  # (B, L, C)
-            logits = self.model.lm_head(hidden).float()  # (B, L, V)
             wanted = sorted({p for i in idx for p in works[i].label_params})
-            scores, computed = labels_and_scores(logits, y, hidden, wanted)
-            labels = {
-                p: (ids.cpu().numpy(), lp.cpu().to(torch.float16).numpy(), tail.cpu().to(torch.float16).numpy())
-                for p, (ids, lp, tail) in computed.items()
-            }
-            for j, i in enumerate(idx):
-                row = {name: float(scores[name][j]) for name in scores if name != "embedding"}
-                out[i] = Computed(
-                    scores=row,
-                    embedding=scores["embedding"][j],
-                    labels={p: (labels[p][0][j], labels[p][1][j], labels[p][2][j]) for p in works[i].label_params},
-                )
+            # The output layer and its full-vocabulary post-processing run a few windows at a time: the
+            # (rows, L, V) buffers then stay in the CPU's cache, which is much faster than one big pass.
+            rows = max(1, self.head_chunk_tokens // x.shape[1])
+            for start in range(0, len(idx), rows):
+                chunk = slice(start, start + rows)
+                logits = self.model.lm_head(hidden[chunk]).float()  # (b, L, V)
+                scores, computed = labels_and_scores(logits, y[chunk], hidden[chunk], wanted)
+                labels = {
+                    p: (ids.cpu().numpy(), lp.cpu().to(torch.float16).numpy(), tail.cpu().to(torch.float16).numpy())
+                    for p, (ids, lp, tail) in computed.items()
+                }
+                for j, i in enumerate(idx[chunk]):
+                    row = {name: float(scores[name][j]) for name in scores if name != "embedding"}
+                    out[i] = Computed(
+                        scores=row,
+                        embedding=scores["embedding"][j],
+                        labels={p: (labels[p][0][j], labels[p][1][j], labels[p][2][j]) for p in works[i].label_params},
+                    )
         return [o for o in out if o is not None], len(by_len)
 
     def forward_logits(self, windows: np.ndarray) -> torch.Tensor:

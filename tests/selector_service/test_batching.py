@@ -60,3 +60,21 @@ def test_bf16_refused_without_native_support(
     monkeypatch.setattr(engine_mod, "_cpu_has_native_bf16", lambda: False)
     with pytest.raises(SaltError, match="native bf16"), make_client(tiny_checkpoint, sqlite_url, precision="bf16"):
         pass
+
+
+def test_output_layer_in_chunks_gives_the_same_answers(
+    tiny_checkpoint: Path, sqlite_url: str, tmp_path: Path, windows: np.ndarray
+) -> None:
+    body = {"windows": windows.tolist(), "k": 8}
+    with make_client(tiny_checkpoint, sqlite_url) as c:
+        whole = c.post("/v1/soft-labels", json=body).json()["windows"]
+        whole_scores = c.post("/v1/scores", json={"windows": body["windows"]}).json()["windows"]
+    with make_client(tiny_checkpoint, f"sqlite:///{tmp_path / 'other.sqlite'}", head_chunk_tokens=40) as c:
+        chunked = c.post("/v1/soft-labels", json=body).json()["windows"]
+        chunked_scores = c.post("/v1/scores", json={"windows": body["windows"]}).json()["windows"]
+        assert SelectorClient("http://testserver", http_client=c).metrics()["salt_windows_computed_total"] == 8
+    for a, b in zip(whole, chunked, strict=True):
+        assert a["ids"] == b["ids"]
+        np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-2)
+    for a, b in zip(whole_scores, chunked_scores, strict=True):
+        assert abs(a["mean_loss"] - b["mean_loss"]) < 1e-4
