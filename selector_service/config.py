@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     """Checkpoint folder of the SLM (model.safetensors, config.json, tokenizer.json)."""
     database_url: str = "sqlite:///salt_cache.sqlite"
     """SQLAlchemy URL of the cache: a SQLite file (default) or ``postgresql+psycopg://...``."""
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     """When set, every /v1 request must send it as ``Authorization: Bearer <key>`` or ``X-API-Key``."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""

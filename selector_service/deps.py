@@ -24,7 +24,8 @@ def get_settings(request: Request) -> Settings:
 
 def require_api_key(request: Request) -> None:
     """401 unless the configured API key is sent (compared in constant time)."""
-    key: str | None = request.app.state.settings.api_key
+    secret = request.app.state.settings.api_key
+    key = secret.get_secret_value() if secret is not None else ""
     if not key:
         return
     auth = request.headers.get("authorization", "")
