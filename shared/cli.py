@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from shared.client import SelectorError
 from shared.errors import SaltError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Small-model-aided LLM training.")
@@ -29,6 +30,9 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except SaltError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except SelectorError as e:
+            typer.echo(f"error: selector service: {e}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -173,25 +177,89 @@ def serve(
 @app.command()
 @user_errors
 def demo(
-    root: Annotated[Path, typer.Option(help="Folder for the dataset and runs.")] = Path("runs/demo"),
+    root: Annotated[Path, typer.Option(help="Folder for the dataset, runs, cache and report.")] = Path("runs/demo"),
     source: Annotated[str, typer.Option(help="Corpus source.")] = "stdlib",
-    slm_steps: Annotated[int, typer.Option(help="SLM training steps.")] = 300,
-    llm_steps: Annotated[int, typer.Option(help="LLM training steps.")] = 300,
+    slm_steps: Annotated[int, typer.Option(help="SLM training steps.")] = 400,
+    llm_steps: Annotated[int, typer.Option(help="Steps of every LLM run.")] = 250,
     slm_preset: str = "slm",
     llm_preset: str = "llm",
+    kd_weight: Annotated[float, typer.Option(help="KD weight w in phase one.")] = 0.5,
+    kd_fraction: Annotated[float, typer.Option(help="Phase one as a fraction of the LLM steps.")] = 0.2,
+    pool_windows: Annotated[int, typer.Option(help="Train windows the SLM scores for salt_ds.")] = 3072,
+    modes: Annotated[str, typer.Option(help="Comma-separated LLM runs.")] = "baseline,salt,salt_ds",
     max_docs: Annotated[int | None, typer.Option(help="Read at most this many documents.")] = None,
+    seed: int = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: bool = False,
 ) -> None:
-    """Prepare the default corpus, train an SLM and a baseline LLM; stages already done are reused."""
+    """SALT end to end: prepare, train the SLM, serve it, train baseline/salt/salt_ds LLMs, write a report."""
     _logging(verbose)
     from trainer.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(root=str(root), source=source, slm_steps=slm_steps, llm_steps=llm_steps,
-                     slm_preset=slm_preset, llm_preset=llm_preset, max_docs=max_docs, device=device)
+                     slm_preset=slm_preset, llm_preset=llm_preset, kd_weight=kd_weight, kd_fraction=kd_fraction,
+                     pool_windows=pool_windows, modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+                     max_docs=max_docs, seed=seed, device=device)
     run_demo(cfg, report=typer.echo, progress=progress)
 
+
+@app.command()
+@user_errors
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md and curves.png.")] = Path("report"),
+    baseline: Annotated[str | None, typer.Option(help="Name of the baseline run folder.")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="The SLM's run folder (its cost shown apart).")] = None,
+) -> None:
+    """Rebuild report.md and curves.png from saved run metrics."""
+    from trainer.report import write_report
+
+    path = write_report(list(runs), out, baseline=baseline, teacher_run=teacher)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def score(
+    data: Annotated[Path, typer.Option(help="Prepared dataset folder.")] = Path("data/stdlib"),
+    service_url: Annotated[str, typer.Option(help="Selector service URL.")] = "http://127.0.0.1:8000",
+    name: Annotated[str, typer.Option(help="Pool name (with the dataset, it names the pool).")] = "train",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Register the dataset's train windows as a pool and score them on the service (resumable)."""
+    import os
+
+    from shared.client import SelectorClient
+    from shared.data import PackedDataset
+    from trainer.scoring import score_pool
+
+    ds = PackedDataset(data)
+    with SelectorClient(service_url, api_key=os.environ.get("SALT_API_KEY") or None) as client:
+        job = score_pool(client, ds, name=name, progress=progress)
+    typer.echo(f"pool {job['pool_id']}: {job['done']} of {job['total']} windows scored")
+
+
+@app.command("select")
+@user_errors
+def select_cmd(
+    pool: Annotated[str, typer.Option(help="Pool id (printed by `salt score`).")],
+    service_url: Annotated[str, typer.Option(help="Selector service URL.")] = "http://127.0.0.1:8000",
+    method: Annotated[str, typer.Option(help="salt_ds, loss_band or random.")] = "salt_ds",
+    count: Annotated[int | None, typer.Option(help="Budget in windows.")] = None,
+    fraction: Annotated[float | None, typer.Option(help="Budget as a fraction of the pool.")] = None,
+    diversity: Annotated[str, typer.Option(help="none, kmeans or dedup.")] = "none",
+    seed: int = 0,
+) -> None:
+    """Select windows from a scored pool; prints the selection id for `salt train --selection`."""
+    import os
+
+    from shared.client import SelectorClient
+    from trainer.scoring import select
+
+    with SelectorClient(service_url, api_key=os.environ.get("SALT_API_KEY") or None) as client:
+        sel = select(client, pool, method, count=count, fraction=fraction, diversity=diversity, seed=seed)
+    typer.echo(f"selection {sel['id']}: {sel['count']} windows ({method}, diversity {diversity})")
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salt`` console script."""

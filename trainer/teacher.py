@@ -271,4 +271,22 @@ def selection_indices(
     client: SelectorClient, selection: str | None, ds: PackedDataset, info: dict[str, object]
 ) -> np.ndarray:
     """Train-split indices of a stored selection, checked against the run's SLM and dataset."""
-    raise SaltError("selections are not available from this service", "use --mode salt")
+    if not selection:
+        raise SaltError("mode salt_ds needs a stored selection", "pass --selection (see `salt select`)")
+    sel = client.selection(selection)
+    if sel.get("model_fingerprint") != info.get("fingerprint"):
+        raise SaltError(f"selection {selection} was made by another SLM than the one the service runs",
+                        "make a new selection with this SLM (`salt score` then `salt select`)")
+    if sel.get("dataset_fingerprint") != ds.fingerprint or sel.get("tokenizer_hash") != ds.tokenizer_hash:
+        raise SaltError(f"selection {selection} was made over another dataset or tokenizer than {ds.path}",
+                        "pass the dataset the selection was made from, or make a new selection")
+    hashes = list(sel.get("hashes", []))
+    if not hashes:
+        raise SaltError(f"selection {selection} is empty", "make a new selection")
+    # Windows are found by content hash, so a selection over any pool of this dataset's windows works.
+    position = {h: i for i, h in reversed(list(enumerate(ds.train.hashes)))}
+    missing = sum(h not in position for h in hashes)
+    if missing:
+        raise SaltError(f"{missing} of the {len(hashes)} windows of selection {selection} are not in the train "
+                        f"split of {ds.path}", "make a new selection over this dataset")
+    return np.asarray([position[h] for h in hashes], dtype=np.int64)

@@ -274,6 +274,7 @@ def _train(
         "tok_per_s": cfg.steps * tokens_per_step / totals["train_s"] if totals["train_s"] else None,
         "service": teacher.usage() if teacher is not None else None,
         "dataset_fingerprint": ds.fingerprint, "checkpoint": str(out / CKPT_DIR), "device": str(device),
+        "config": cfg.to_dict(),
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
