@@ -73,6 +73,7 @@ class LabelDefaults(BaseModel):
 
 class ModelInfo(BaseModel):
     fingerprint: str
+    tokenizer_hash: str = Field(description="shared.tokenizer.tokenizer_hash of the served tokenizer.")
     preset: str
     vocab_size: int
     block_size: int
