@@ -14,7 +14,8 @@ from selector_service.engine import Engine
 from selector_service.errors import install_error_handlers
 from selector_service.metrics import Metrics
 from selector_service.middleware import ServiceMiddleware
-from selector_service.routers import health, model, scores, soft_labels
+from selector_service.routers import health, jobs, model, pools, scores, selections, soft_labels
+from selector_service.scoring import JobRunner
 from selector_service.selector import Selector
 from selector_service.store import DatabaseUnavailable, Store
 
@@ -43,11 +44,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         selector = Selector(settings, engine, store, metrics)
         selector.batcher.start()
         app.state.selector = selector
+        app.state.jobs = runner = JobRunner(selector, settings)
+        await runner.resume()  # scoring jobs a stopped or killed process left unfinished
         log.info("serving %s (%s, %s) with cache %s", settings.model_path, engine.precision, engine.device,
                  store.engine.url.render_as_string(hide_password=True))
         try:
             yield
         finally:
+            await runner.stop()
             await selector.batcher.stop()
             store.dispose()
 
@@ -60,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app, settings.retry_after_s)
-    for r in (soft_labels.router, scores.router, model.router, health.router):
+    for r in (soft_labels.router, scores.router, pools.router, jobs.router, selections.router, model.router,
+              health.router):
         app.include_router(r)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -45,3 +45,7 @@ class Settings(BaseSettings):
     """Retry-After sent with 503 answers (database unreachable)."""
     warmup: bool = True
     """Run one dummy forward at start-up so the first request is not slow."""
+    job_chunk_windows: int = Field(256, ge=1, le=65536)
+    """Windows a scoring job feeds to the compute path at a time (progress is saved after each chunk)."""
+    job_pause_s: float = Field(0.0, ge=0.0, le=60.0)
+    """Pause of a scoring job between chunks (leaves the model to interactive requests)."""
