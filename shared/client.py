@@ -11,12 +11,14 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 import numpy as np
 
+from shared.data import PackedDataset
+from shared.hashing import window_hash
 from shared.softlabels import WIRE_MEDIA_TYPE, SoftLabels, WindowScore, decode_wire
 
 _RETRY_STATUS = {502, 503, 504}
@@ -101,6 +103,19 @@ class _Base:
     def _labels_body(windows: Any, k: int, temperature: float) -> dict[str, Any]:
         return {"windows": _windows_json(windows), "k": k, "temperature": temperature}
 
+    @staticmethod
+    def _selection_body(pool_id: str, method: str, count: int | None, fraction: float | None, diversity: str,
+                        seed: int, params: dict[str, Any]) -> dict[str, Any]:
+        body = {"pool_id": pool_id, "method": method, "diversity": diversity, "seed": seed, **params}
+        return body | ({"count": count} if count is not None else {}) | (
+            {"fraction": fraction} if fraction is not None else {})
+
+    @staticmethod
+    def _job_finished(job: dict[str, Any]) -> bool:
+        if job["status"] == "failed":
+            raise SelectorError(0, "job_failed", f"scoring job {job['id']} failed: {job.get('error')}", body=job)
+        return job["status"] == "done"
+
 
 class SelectorClient(_Base):
     """Blocking client. ``SelectorClient("http://127.0.0.1:8000")`` or a list of replicas' URLs."""
@@ -136,6 +151,68 @@ class SelectorClient(_Base):
 
     def metrics(self) -> dict[str, float]:
         return parse_metrics(self._request("GET", "/metrics").text)
+
+    def register_pool(self, ds: PackedDataset, name: str = "train", split: str = "train", chunk: int = 256,
+                      progress: Callable[[int, int], None] | None = None,
+                      indices: Sequence[int] | None = None) -> str:
+        """Register a split's windows (all, or those at ``indices``, in that order) as a pool, then seal it.
+
+        An interrupted upload resumes after the windows already there; a sealed pool is not sent again.
+        Returns the pool id (a hash of the dataset fingerprint and ``name``).
+        """
+        windows = ds.split(split).windows
+        idx = np.arange(len(windows)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(idx) == 0:
+            raise ValueError("a pool needs at least one window")
+        pool = self._request("POST", "/v1/pools", json={
+            "name": name, "dataset_fingerprint": ds.fingerprint, "tokenizer_hash": ds.tokenizer_hash,
+            "window_len": ds.window_len}).json()
+        if not pool["sealed"]:
+            for start in range(min(pool["resume_from"], len(idx)), len(idx), chunk):
+                rows = np.asarray(windows[idx[start : start + chunk]], dtype=np.int64)
+                self._request("POST", f"/v1/pools/{pool['id']}/windows", json={
+                    "start": start, "hashes": [window_hash(r) for r in rows], "windows": rows.tolist()})
+                if progress is not None:
+                    progress(start + len(rows), len(idx))
+            self._request("POST", f"/v1/pools/{pool['id']}/seal", json={"count": len(idx)})
+        if progress is not None:
+            progress(len(idx), len(idx))
+        return str(pool["id"])
+
+    def pool(self, pool_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/pools/{pool_id}").json()
+
+    def start_job(self, pool_id: str) -> dict[str, Any]:
+        """Create (or get) the scoring job of a sealed pool with the served model."""
+        return self._request("POST", "/v1/jobs", json={"pool_id": pool_id}).json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def wait_job(self, job_id: str, poll_s: float = 0.5, progress: Callable[[int, int], None] | None = None,
+                 timeout_s: float | None = None) -> dict[str, Any]:
+        """Poll until the job is done; raises SelectorError if it failed or ``timeout_s`` passed."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if progress is not None:
+                progress(job["done"], job["total"])
+            if self._job_finished(job):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise SelectorError(0, "job_timeout", f"scoring job {job_id} not done after {timeout_s} s", body=job)
+            time.sleep(poll_s)
+
+    def create_selection(self, pool_id: str, method: str, *, count: int | None = None,
+                         fraction: float | None = None, diversity: str = "none", seed: int = 0,
+                         **params: Any) -> dict[str, Any]:
+        """Select ``count`` (or ``fraction`` of the) windows of a scored pool; returns the stored record."""
+        body = self._selection_body(pool_id, method, count, fraction, diversity, seed, params)
+        return self._request("POST", "/v1/selections", json=body).json()
+
+    def selection(self, selection_id: str) -> dict[str, Any]:
+        """A stored selection with its pool ``indices`` (ascending) and window ``hashes``."""
+        return self._request("GET", f"/v1/selections/{selection_id}").json()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         deadline = time.monotonic() + self.retry_deadline_s
@@ -192,6 +269,37 @@ class AsyncSelectorClient(_Base):
 
     async def metrics(self) -> dict[str, float]:
         return parse_metrics((await self._request("GET", "/metrics")).text)
+
+    async def pool(self, pool_id: str) -> dict[str, Any]:
+        return (await self._request("GET", f"/v1/pools/{pool_id}")).json()
+
+    async def start_job(self, pool_id: str) -> dict[str, Any]:
+        return (await self._request("POST", "/v1/jobs", json={"pool_id": pool_id})).json()
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return (await self._request("GET", f"/v1/jobs/{job_id}")).json()
+
+    async def wait_job(self, job_id: str, poll_s: float = 0.5, progress: Callable[[int, int], None] | None = None,
+                       timeout_s: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = await self.job(job_id)
+            if progress is not None:
+                progress(job["done"], job["total"])
+            if self._job_finished(job):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise SelectorError(0, "job_timeout", f"scoring job {job_id} not done after {timeout_s} s", body=job)
+            await asyncio.sleep(poll_s)
+
+    async def create_selection(self, pool_id: str, method: str, *, count: int | None = None,
+                               fraction: float | None = None, diversity: str = "none", seed: int = 0,
+                               **params: Any) -> dict[str, Any]:
+        body = self._selection_body(pool_id, method, count, fraction, diversity, seed, params)
+        return (await self._request("POST", "/v1/selections", json=body)).json()
+
+    async def selection(self, selection_id: str) -> dict[str, Any]:
+        return (await self._request("GET", f"/v1/selections/{selection_id}")).json()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         deadline = time.monotonic() + self.retry_deadline_s
