@@ -122,7 +122,10 @@ class Batcher:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _store_and_answer(self, batch, works, results, by_hash) -> None:  # type: ignore[no-untyped-def]
+    async def _store_and_answer(
+        self, batch: list[tuple[Work, asyncio.Future[Computed]]], works: list[Work], results: list[Computed],
+        by_hash: dict[str, Computed],
+    ) -> None:
         loop = asyncio.get_running_loop()
         error: BaseException | None = None
         try:
