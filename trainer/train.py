@@ -262,6 +262,8 @@ def _train(
         bar.close()
         metrics.close()
 
+    if teacher is not None:
+        teacher.finish()  # a run that ends in phase one (kd_full) reads the service's counters here
     if not last_eval:  # resumed at the very end: nothing left to run
         last_eval = run_eval_last(out)
     summary = {
