@@ -13,7 +13,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SALT_", extra="ignore", frozen=True)
 
-    model_path: str = "runs/slm"
+    model_path: str = "runs/slm/checkpoint"
     """Checkpoint folder of the SLM (model.safetensors, config.json, tokenizer.json)."""
     database_url: str = "sqlite:///salt_cache.sqlite"
     """SQLAlchemy URL of the cache: a SQLite file (default) or ``postgresql+psycopg://...``."""
