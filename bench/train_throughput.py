@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+# bench/trainer.py shares its name with the `trainer` package: keep this folder off the import path.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from shared.corpus import CorpusSpec
-from shared.data import PackedDataset
-from shared.model import GPT, GPTConfig
-from shared.prepare import prepare
-from trainer.config import TrainConfig
-from trainer.train import read_metrics, resolve_device, train
+import torch  # noqa: E402
+
+from shared.corpus import CorpusSpec  # noqa: E402
+from shared.data import PackedDataset  # noqa: E402
+from shared.device import resolve_device  # noqa: E402
+from shared.model import GPT, GPTConfig  # noqa: E402
+from shared.prepare import prepare  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.train import read_metrics, train  # noqa: E402
 
 
 def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:

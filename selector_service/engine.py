@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from shared.checkpoint import load_model, model_fingerprint
+from shared.device import resolve_device
 from shared.errors import SaltError
 from shared.softlabels import labels_and_scores
 
@@ -44,15 +45,6 @@ def _cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SaltError(f"device {name} asked for but CUDA is not available", "set SALT_DEVICE=cpu")
-    return dev
-
-
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
     """The torch dtype of a precision setting, refusing bf16 where the hardware lacks it natively."""
     if precision == "fp32":
@@ -76,7 +68,7 @@ class Engine:
         self.head_chunk_tokens = head_chunk_tokens
         if threads:
             torch.set_num_threads(threads)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, fix="set SALT_DEVICE=cpu")
         self.dtype = check_precision(precision, self.device)
         self.precision = precision
         model, tok, config = load_model(model_path, device=self.device)

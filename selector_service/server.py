@@ -8,9 +8,10 @@ import uvicorn
 
 from selector_service.app import create_app
 from selector_service.config import Settings
-from selector_service.engine import check_precision, resolve_device
+from selector_service.engine import check_precision
 from selector_service.store import DatabaseUnavailable, Store
 from shared.checkpoint import read_config
+from shared.device import resolve_device
 
 log = logging.getLogger("selector_service")
 
@@ -20,7 +21,7 @@ def preflight(settings: Settings) -> None:
     precision, or a cache database of another schema version. An unreachable database is only logged:
     the service starts and answers 503 until it is back."""
     read_config(settings.model_path)
-    check_precision(settings.precision, resolve_device(settings.device))
+    check_precision(settings.precision, resolve_device(settings.device, fix="set SALT_DEVICE=cpu"))
     store = Store(settings.database_url)
     try:
         store.ensure_ready()

@@ -48,13 +48,15 @@ class TopKTailKDLoss(nn.Module):
         Returns:
             scalar loss (0 when no position counts).
         """
-        logits = student_logits.float() / self.temperature  # (B, L, V)
+        logits = student_logits.float()  # (B, L, V)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
         log_z = torch.logsumexp(logits, dim=-1)  # (B, L)
         s_top = logits.gather(-1, teacher_ids) - log_z.unsqueeze(-1)  # (B, L, k)
-        # Student tail: logsumexp over the ids outside the teacher's top-k. The fill is finite so that an
-        # empty tail (k = V) yields a finite value with a finite gradient, which its zero weight cancels.
-        outside = logits.scatter(-1, teacher_ids, torch.finfo(logits.dtype).min)  # (B, L, V)
-        s_tail = torch.logsumexp(outside, dim=-1) - log_z  # (B, L)
+        # Student tail: log(1 - P_top) from the top-k mass alone, so no second pass over the vocabulary.
+        # log1mexp is exact where it matters (a tail below ~1e-6 carries no weight); the clamp keeps an
+        # empty tail (k = V) finite with a zero gradient, which its zero teacher mass cancels anyway.
+        s_tail = _log1mexp(torch.logsumexp(s_top, dim=-1).clamp(max=-1e-6))  # (B, L)
         p_top = teacher_logprobs.float().exp()  # (B, L, k)
         p_tail = teacher_tail.float().exp()  # (B, L)
         per_pos = -(p_top * s_top).sum(-1) - p_tail * s_tail  # (B, L)
@@ -62,6 +64,11 @@ class TopKTailKDLoss(nn.Module):
             return per_pos.mean()
         m = mask.to(per_pos.dtype)
         return (per_pos * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, accurate on both sides of -log 2."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def mixed_loss(ce: torch.Tensor, kd: torch.Tensor | None, weight: float) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from shared.data import PackedDataset
+from shared.device import resolve_device
 from shared.errors import SaltError
 from shared.model import GPT, GPTConfig
 from shared.softlabels import SoftLabels
@@ -29,15 +30,6 @@ from trainer.teacher import Teacher, TeacherFault
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SaltError(f"device {name} requested but CUDA is not available", "pass --device cpu")
-    return dev
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
@@ -116,7 +108,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
     t_start = time.perf_counter()
     out = Path(cfg.out)
     ds = PackedDataset(cfg.data)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, fix="pass --device cpu")
     block_size = cfg.block_size or ds.seq_len
     if ds.seq_len > block_size:
         raise SaltError(f"dataset seq_len {ds.seq_len} is larger than the model's context {block_size}",
@@ -173,8 +165,9 @@ def _train(
     kd_loss = TopKTailKDLoss(cfg.kd_temperature)
     # Totals carried across resumptions (saved with each checkpoint).
     totals = {"train_s": 0.0, "data_wait_s": 0.0, "teacher_s": 0.0, "fallback_batches": 0, **prior}
-    log.info("%s: %s %s (%s params) on %s, %d steps of %d tokens, phase one until step %d", out, cfg.mode,
-             cfg.preset, f"{model.num_params():,}", device, cfg.steps, tokens_per_step, cfg.phase_one_end)
+    log.info("%s: %s %s (%s params) on %s, %d steps of %d tokens%s", out, cfg.mode, cfg.preset,
+             f"{model.num_params():,}", device, cfg.steps, tokens_per_step,
+             f", phase one (KD) until step {cfg.phase_one_end}" if cfg.phase_one_end else "")
 
     def local_batch(step: int, micro: int) -> torch.Tensor:
         idx = batch_indices(step, micro, n=len(ds.train), batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -71,42 +64,3 @@ def client(tiny_checkpoint: Path, sqlite_url: str) -> Iterator[TestClient]:
 def windows(tiny_dataset: PackedDataset) -> np.ndarray:
     """(8, 33) int64 windows of the tiny dataset."""
     return np.asarray(tiny_dataset.split("train").windows[:8], dtype=np.int64)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(checkpoint: Path, db_url: str, **env_extra: str) -> tuple[subprocess.Popen, str]:
-    """``python -m selector_service`` on a free port; returns the process and its base URL once ready."""
-    port = free_port()
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server)
-    env = {**os.environ, "SALT_MODEL_PATH": str(checkpoint), "SALT_DATABASE_URL": db_url, **env_extra}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "selector_service", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"service exited: {log.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("service did not start within 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -19,7 +19,7 @@ from shared.client import AsyncSelectorClient, SelectorClient, SelectorError
 from shared.data import PackedDataset
 from shared.hashing import window_hash
 from shared.softlabels import topk_soft_labels
-from tests.selector_service.conftest import free_port, start_server, stop_server
+from tests.servers import free_port, start_server, stop_server
 
 
 def test_two_replicas_on_one_postgres_hammered_in_parallel(
