@@ -1,13 +1,15 @@
 """Typed client of the selector service (sync and async), used by the trainer and the tests.
 
 Soft labels travel in the binary wire format (``shared.softlabels``). Connect errors, timeouts and 503
-answers are retried with exponential backoff and jitter until ``retry_deadline_s``, rotating over the
-base URLs given; any other 4xx/5xx raises ``SelectorError`` carrying the service's error body.
+answers are retried with exponential backoff and jitter until ``retry_deadline_s``, moving on to the
+next of the base URLs given; successive requests start at successive URLs (round-robin over replicas).
+Any other 4xx/5xx raises ``SelectorError`` carrying the service's error body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 import time
@@ -85,10 +87,15 @@ class _Base:
         self.retry_deadline_s = retry_deadline_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self._next = 0
+        self._turn = itertools.count()  # next() is atomic under the GIL: safe across threads
 
-    def _url(self, attempt: int, path: str) -> str:
-        return self.base_urls[(self._next + attempt) % len(self.base_urls)] + path
+    def _first(self) -> int:
+        """Replica a new request starts at: round-robin over the base URLs, one step per request."""
+        return next(self._turn) % len(self.base_urls)
+
+    def _url(self, first: int, attempt: int, path: str) -> str:
+        # A retry (connect error, 503) moves on to the next replica: failover without a health table.
+        return self.base_urls[(first + attempt) % len(self.base_urls)] + path
 
     def _delay(self, attempt: int, r: httpx.Response | None) -> float:
         delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random())
@@ -216,11 +223,12 @@ class SelectorClient(_Base):
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         deadline = time.monotonic() + self.retry_deadline_s
+        first = self._first()
         attempt = 0
         while True:
             r: httpx.Response | None = None
             try:
-                r = self._http.request(method, self._url(attempt, path), **self._with_auth(kwargs))
+                r = self._http.request(method, self._url(first, attempt, path), **self._with_auth(kwargs))
                 if r.status_code < 400:
                     return r
                 if r.status_code not in _RETRY_STATUS:
@@ -303,11 +311,12 @@ class AsyncSelectorClient(_Base):
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         deadline = time.monotonic() + self.retry_deadline_s
+        first = self._first()
         attempt = 0
         while True:
             r: httpx.Response | None = None
             try:
-                r = await self._http.request(method, self._url(attempt, path), **self._with_auth(kwargs))
+                r = await self._http.request(method, self._url(first, attempt, path), **self._with_auth(kwargs))
                 if r.status_code < 400:
                     return r
                 if r.status_code not in _RETRY_STATUS:

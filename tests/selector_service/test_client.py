@@ -52,3 +52,21 @@ def test_503_past_the_deadline_raises() -> None:
 def test_parse_metrics() -> None:
     text = '# HELP x y\n# TYPE x counter\nsalt_cache_hits_total 3.0\nsalt_requests_total{route="/a b",method="GET"} 2\n'
     assert parse_metrics(text) == {"salt_cache_hits_total": 3.0, 'salt_requests_total{route="/a b",method="GET"}': 2.0}
+
+
+def test_requests_spread_over_replicas_and_fail_over() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.host)
+        if request.url.host == "b" and len(calls) > 3:
+            raise httpx.ConnectError("down", request=request)
+        return httpx.Response(200, json={"preset": "slm"})
+
+    c = SelectorClient(["http://a", "http://b"], http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+                       backoff_s=0.01)
+    for _ in range(3):
+        c.model_info()
+    assert calls == ["a", "b", "a"]  # round-robin, one replica per request
+    c.model_info()  # starts at b, which is down now: the retry goes to a
+    assert calls[3:] == ["b", "a"]
