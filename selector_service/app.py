@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from selector_service.config import Settings
+from selector_service.config import Settings, confined_model_path
 from selector_service.engine import Engine
 from selector_service.errors import install_error_handlers
 from selector_service.metrics import Metrics
@@ -30,7 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = await run_in_threadpool(
-            Engine, settings.model_path, device=settings.device, precision=settings.precision,
+            Engine, str(confined_model_path(settings)), device=settings.device, precision=settings.precision,
             threads=settings.torch_threads, head_chunk_tokens=settings.head_chunk_tokens,
         )
         if settings.warmup:
@@ -67,5 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in (soft_labels.router, scores.router, pools.router, jobs.router, selections.router, model.router,
               health.router):
         app.include_router(r)
-    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, api_key=key)
+    if origins := settings.cors_origin_list():
+        # Outermost, so a browser's preflight (which never carries the key) is answered here.
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "x-api-key", "content-type", "accept", "x-request-id"])
     return app

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import SaltError
 
 
 class Settings(BaseSettings):
@@ -17,8 +20,16 @@ class Settings(BaseSettings):
     """Checkpoint folder of the SLM (model.safetensors, config.json, tokenizer.json)."""
     database_url: str = "sqlite:///salt_cache.sqlite"
     """SQLAlchemy URL of the cache: a SQLite file (default) or ``postgresql+psycopg://...``."""
+    model_root: str | None = None
+    """When set, ``model_path`` must lie inside this folder (after resolving ``..`` and links)."""
     api_key: SecretStr | None = None
-    """When set, every /v1 request must send it as ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    """When set, every request but ``/healthz`` (``/readyz``, ``/metrics`` and the docs included) must send
+    it as ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    cors_origins: str = ""
+    """Comma-separated origins allowed by CORS (``*`` for any); empty: no CORS headers at all."""
+    db_connect_deadline_s: float = Field(30.0, ge=0.0, le=3600.0)
+    """How long start-up retries an unreachable cache database before exiting non-zero (0: start anyway
+    and answer 503 until it is back)."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -49,3 +60,18 @@ class Settings(BaseSettings):
     """Windows a scoring job feeds to the compute path at a time (progress is saved after each chunk)."""
     job_pause_s: float = Field(0.0, ge=0.0, le=60.0)
     """Pause of a scoring job between chunks (leaves the model to interactive requests)."""
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def confined_model_path(settings: Settings) -> Path:
+    """The resolved model path, refused (SaltError) when ``model_root`` is set and it lies outside."""
+    path = Path(settings.model_path).resolve()
+    if settings.model_root is None:
+        return path
+    root = Path(settings.model_root).resolve()
+    if not path.is_relative_to(root):
+        raise SaltError(f"model path {settings.model_path} is outside the allowed root {settings.model_root}",
+                        "put the checkpoint under SALT_MODEL_ROOT or change SALT_MODEL_ROOT")
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -21,10 +22,19 @@ class _BodyTooLarge(Exception):
 class ServiceMiddleware:
     """Outermost app layer of the service (inside uvicorn, around FastAPI's own error handling)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, api_key: str = "") -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        self.api_key = api_key.encode("utf-8")
+
+    def _authorized(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+        """Every path but /healthz needs the API key when one is set (compared in constant time)."""
+        if not self.api_key or scope.get("path") == "/healthz":
+            return True
+        auth = headers.get(b"authorization", b"")
+        sent = auth[7:] if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+        return hmac.compare_digest(sent, self.api_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +82,10 @@ class ServiceMiddleware:
 
         try:
             length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            if not self._authorized(scope, headers):
+                await self._error(send_wrapped, 401, "unauthorized", "missing or wrong API key", rid,
+                                  [(b"www-authenticate", b"Bearer")])
+            elif length is not None and (not length.isdigit() or int(length) > self.max_body):
                 await self._error(send_wrapped, 413, "payload_too_large", limit_msg, rid)
             else:
                 await self.app(scope, receive_limited, send_wrapped)
@@ -92,9 +105,10 @@ class ServiceMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
 
     @staticmethod
-    async def _error(send: Send, status: int, code: str, message: str, rid: str) -> None:
+    async def _error(send: Send, status: int, code: str, message: str, rid: str,
+                     extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
         body = json.dumps({"error": {"code": code, "message": message, "request_id": rid}}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()), *(extra_headers or [])]})
         await send({"type": "http.response.body", "body": body})
