@@ -159,6 +159,16 @@ class SelectorClient(_Base):
     def metrics(self) -> dict[str, float]:
         return parse_metrics(self._request("GET", "/metrics").text)
 
+    def metrics_by_replica(self) -> list[dict[str, float]]:
+        """``/metrics`` of each base URL in turn (no failover: each replica's own counters)."""
+        out = []
+        for base in self.base_urls:
+            r = self._http.get(base + "/metrics", **self._with_auth({}))
+            if r.status_code >= 400:
+                raise _error_of(r)
+            out.append(parse_metrics(r.text))
+        return out
+
     def register_pool(self, ds: PackedDataset, name: str = "train", split: str = "train", chunk: int = 256,
                       progress: Callable[[int, int], None] | None = None,
                       indices: Sequence[int] | None = None) -> str:

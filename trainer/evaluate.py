@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from shared.data import WindowSplit
 from shared.model import GPT
+from trainer.distributed import World, all_sum
 
 
 @torch.no_grad()
@@ -37,19 +38,25 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     autocast: contextlib.AbstractContextManager[object] | None = None,
+    world: World | None = None,
 ) -> dict[str, float]:
     """Evaluate on the first ``max_windows`` windows of ``split`` (a fixed set, so runs compare).
+
+    Under ``torchrun`` each rank evaluates every ``world.size``-th of those windows and the sums are
+    added over the ranks, so every rank gets the same figures.
 
     Returns:
         ``{"val_loss": mean nats/token, "val_acc": next-token accuracy, "val_tokens": count}``
     """
     was_training = model.training
     model.eval()
+    world = world or World()
     n = min(max_windows, len(split))
+    rows = range(world.rank, n, world.size)
     total_loss, total_correct, total_tokens = 0.0, 0, 0
     try:
-        for start in range(0, n, batch_size):
-            batch = split.batch(range(start, min(n, start + batch_size))).to(device)
+        for start in range(0, len(rows), batch_size):
+            batch = split.batch(rows[start : start + batch_size]).to(device)
             with autocast or contextlib.nullcontext():
                 loss_sum, correct, tokens = evaluate_batch(model, batch)
             total_loss += loss_sum
@@ -57,6 +64,7 @@ def evaluate(
             total_tokens += tokens
     finally:
         model.train(was_training)
+    total_loss, total_correct, total_tokens = all_sum(world, [total_loss, total_correct, total_tokens], device)
     return {
         "val_loss": total_loss / total_tokens,
         "val_acc": total_correct / total_tokens,

@@ -26,6 +26,7 @@ from shared.data import PackedDataset
 from shared.errors import SaltError
 from shared.softlabels import SoftLabels
 from trainer.config import TrainConfig
+from trainer.distributed import World
 from trainer.sampling import batch_indices
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,10 @@ class Teacher:
     """The selector service as the trainer sees it: checked up front, used in phase one only."""
 
     def __init__(self, cfg: TrainConfig, ds: PackedDataset, client: SelectorClient, info: dict[str, object],
-                 pool: np.ndarray | None) -> None:
+                 pool: np.ndarray | None, world: World | None = None) -> None:
         self.cfg = cfg
+        self.world = world or World()
+        """Under torchrun, this rank asks the service for its shard of each global micro-batch only."""
         self.ds = ds
         self.client = client
         self.info = info
@@ -175,7 +178,7 @@ class Teacher:
         self._closed = False
 
     @classmethod
-    def connect(cls, cfg: TrainConfig, ds: PackedDataset) -> Teacher:
+    def connect(cls, cfg: TrainConfig, ds: PackedDataset, world: World | None = None) -> Teacher:
         """Connect and check the service against the run: vocabulary, tokenizer, context, k, selection."""
         urls = [u.strip() for u in (cfg.service_url or "").split(",") if u.strip()]
         if not urls:
@@ -186,7 +189,7 @@ class Teacher:
             info = client.model_info()
             _check_service(info, cfg, ds)
             pool = selection_indices(client, cfg.selection, ds, info) if cfg.mode == "salt_ds" else None
-            return cls(cfg, ds, client, info, pool)
+            return cls(cfg, ds, client, info, pool, world)
         except SelectorError as e:
             client.close()
             raise SaltError(f"selector service at {cfg.service_url} failed: {e}",
@@ -198,8 +201,8 @@ class Teacher:
     def windows_for(self, step: int, micro: int) -> np.ndarray:
         """Phase-one windows of (step, micro): a pure function, so a resumed run asks for the same ones."""
         n = len(self.pool) if self.pool is not None else len(self.ds.train)
-        idx = batch_indices(step, micro, n=n, batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum,
-                            seed=self.cfg.seed)
+        idx = self.world.shard(batch_indices(step, micro, n=n, batch_size=self.cfg.batch_size,
+                                             grad_accum=self.cfg.grad_accum, seed=self.cfg.seed))
         if self.pool is not None:
             idx = self.pool[idx]
         return np.asarray(self.ds.train.windows[idx])
@@ -228,10 +231,15 @@ class Teacher:
         self.finish()
 
     def _metrics(self) -> dict[str, float] | None:
+        """The service's counters summed over every replica URL (None if one cannot be read)."""
+        total: dict[str, float] = {}
         try:
-            return self.client.metrics()
+            for one in self.client.metrics_by_replica():
+                for name, value in one.items():
+                    total[name] = total.get(name, 0.0) + value
         except (SelectorError, httpx.HTTPError):
             return None
+        return total
 
     def usage(self) -> dict[str, object]:
         """What this run asked of the service: requests, fallbacks and the service's counter deltas."""

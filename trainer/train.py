@@ -15,12 +15,12 @@ import torch
 from tqdm import tqdm
 
 from shared.data import PackedDataset
-from shared.device import resolve_device
 from shared.errors import SaltError
 from shared.model import GPT, GPTConfig
 from shared.softlabels import SoftLabels
 from trainer.checkpointing import CKPT_DIR, load_checkpoint, save_checkpoint
 from trainer.config import RESUMABLE_CHANGES, TrainConfig
+from trainer.distributed import World, all_sum, barrier, env_world, setup, teardown
 from trainer.evaluate import evaluate
 from trainer.losses import TopKTailKDLoss, mixed_loss, next_token_ce
 from trainer.sampling import batch_indices
@@ -50,6 +50,16 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+
+
+class _NoMetrics:
+    """What ranks other than 0 write metrics to: nothing."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class MetricsLog:
@@ -104,11 +114,24 @@ def _saved_step(out: Path) -> int:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train a model as ``cfg`` says; returns the run summary (also written to ``summary.json``)."""
+    """Train a model as ``cfg`` says; returns the run summary (also written to ``summary.json``).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this is one data-parallel rank (see ``trainer.distributed``).
+    """
     t_start = time.perf_counter()
+    world = env_world()
+    device = setup(world, cfg.device, batch_size=cfg.batch_size)
+    try:
+        return _train_checked(cfg, world, device, resume=resume, overwrite=overwrite, progress=progress,
+                              t_start=t_start)
+    finally:
+        teardown(world)
+
+
+def _train_checked(cfg: TrainConfig, world: World, device: torch.device, *, resume: bool, overwrite: bool,
+                   progress: bool, t_start: float) -> dict[str, Any]:
     out = Path(cfg.out)
     ds = PackedDataset(cfg.data)
-    device = resolve_device(cfg.device, fix="pass --device cpu")
     block_size = cfg.block_size or ds.seq_len
     if ds.seq_len > block_size:
         raise SaltError(f"dataset seq_len {ds.seq_len} is larger than the model's context {block_size}",
@@ -119,22 +142,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
         raise SaltError(f"run folder {out} is not empty", "pass --resume to continue it or --overwrite")
     first_step = _saved_step(out) if resume else 0
     # Everything about the service is checked before any training starts (and before --out is touched).
-    teacher = Teacher.connect(cfg, ds) if first_step < cfg.phase_one_end else None
+    teacher = Teacher.connect(cfg, ds, world) if first_step < cfg.phase_one_end else None
     try:
-        return _train(cfg, ds, device, block_size, teacher, resume=resume, progress=progress, t_start=t_start)
+        barrier(world)  # every rank has checked the run folder before rank 0 clears it
+        return _train(cfg, ds, device, block_size, teacher, world, resume=resume, progress=progress,
+                      t_start=t_start)
     finally:
         if teacher is not None:
             teacher.close()
 
 
 def _train(
-    cfg: TrainConfig, ds: PackedDataset, device: torch.device, block_size: int, teacher: Teacher | None, *,
-    resume: bool, progress: bool, t_start: float,
+    cfg: TrainConfig, ds: PackedDataset, device: torch.device, block_size: int, teacher: Teacher | None,
+    world: World, *, resume: bool, progress: bool, t_start: float,
 ) -> dict[str, Any]:
     out = Path(cfg.out)
-    if not resume and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        if not resume and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -160,7 +186,10 @@ def _train(
         optimizer = make_optimizer(model, cfg, device)
         prior = {}
     autocast = autocast_for(device, cfg.precision)
-    metrics = MetricsLog(out / METRICS, resume_step=start_step if resume else None)
+    # DDP broadcasts rank 0's parameters at construction; every rank built or loaded the same ones anyway.
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world.parallel else None
+    forward_model = ddp if ddp is not None else model
+    metrics = MetricsLog(out / METRICS, resume_step=start_step if resume else None) if world.main else _NoMetrics()
     tokens_per_step = cfg.batch_size * cfg.grad_accum * ds.seq_len
     kd_loss = TopKTailKDLoss(cfg.kd_temperature)
     # Totals carried across resumptions (saved with each checkpoint).
@@ -172,22 +201,24 @@ def _train(
     def local_batch(step: int, micro: int) -> torch.Tensor:
         idx = batch_indices(step, micro, n=len(ds.train), batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                             seed=cfg.seed)
-        return ds.train.batch(idx)
+        return ds.train.batch(world.shard(idx))  # this rank's rows of the global micro-batch
 
     def run_eval(step: int) -> dict[str, float]:
         ev = evaluate(model, ds.val, max_windows=cfg.eval_windows, batch_size=cfg.batch_size,
-                      device=device, autocast=autocast)
+                      device=device, autocast=autocast, world=world)
         metrics.write({"kind": "eval", "step": step, **ev})
         return ev
 
     def checkpoint(step: int) -> None:
-        extra = {"dataset_fingerprint": ds.fingerprint, "totals": totals}
-        save_checkpoint(out, model, tok, optimizer, step=step, config=cfg.to_dict(), extra=extra)
+        if world.main:  # the ranks hold the same parameters and optimizer state: one copy is written
+            extra = {"dataset_fingerprint": ds.fingerprint, "totals": totals}
+            save_checkpoint(out, model, tok, optimizer, step=step, config=cfg.to_dict(), extra=extra)
 
     if teacher is not None:
         teacher.start(range(start_step, cfg.phase_one_end))
     last_eval = run_eval(0) if start_step == 0 else {}
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress or not world.main, unit="step",
+               dynamic_ncols=True)
     model.train()
     try:
         for step in range(start_step, cfg.steps):
@@ -216,16 +247,26 @@ def _train(
             loss_value = ce_value = 0.0
             kd_value: float | None = None
             fallbacks = 0
-            for windows, labels in micro:
+            for i, (windows, labels) in enumerate(micro):
                 windows = windows.to(device, non_blocking=True)
                 fallbacks += int(weight > 0 and labels is None)
-                with autocast:
-                    loss, ce_v, kd_v = _step_loss(model, windows, labels, weight, kd_loss)
-                (loss / cfg.grad_accum).backward()
+                # DDP averages the gradients over the ranks once per step, at the last micro-batch.
+                sync = ddp.no_sync() if ddp is not None and i < len(micro) - 1 else contextlib.nullcontext()
+                with sync:
+                    with autocast:
+                        loss, ce_v, kd_v = _step_loss(forward_model, windows, labels, weight, kd_loss)
+                    (loss / cfg.grad_accum).backward()
                 loss_value += loss.item() / cfg.grad_accum
                 ce_value += ce_v / cfg.grad_accum
                 if kd_v is not None:
                     kd_value = (kd_value or 0.0) + kd_v / cfg.grad_accum
+            if world.parallel:  # the step's figures over the whole global batch, the same on every rank
+                has_kd = float(kd_value is not None)
+                loss_value, ce_value, kd_sum, kd_ranks, fallbacks_f = all_sum(
+                    world, [loss_value, ce_value, kd_value or 0.0, has_kd, float(fallbacks)], device)
+                loss_value, ce_value = loss_value / world.size, ce_value / world.size
+                kd_value = kd_sum / kd_ranks if kd_ranks else None
+                fallbacks = int(fallbacks_f)
             if not math.isfinite(loss_value):
                 raise SaltError(f"loss became {loss_value} at step {step + 1}",
                                 "lower --lr or resume from the last checkpoint")
@@ -257,6 +298,11 @@ def _train(
 
     if teacher is not None:
         teacher.finish()  # a run that ends in phase one (kd_full) reads the service's counters here
+    service = teacher.usage() if teacher is not None else None
+    if world.parallel and service is not None:  # requests and fallbacks of all ranks
+        service["requests"], service["fallback_batches"] = (int(v) for v in all_sum(
+            world, [float(service["requests"]), float(service["fallback_batches"])], device))  # type: ignore[arg-type]
+    barrier(world)  # the last checkpoint and metrics are written before any rank reads or leaves
     if not last_eval:  # resumed at the very end: nothing left to run
         last_eval = run_eval_last(out)
     summary = {
@@ -267,11 +313,12 @@ def _train(
         "data_stall_fraction": totals["data_wait_s"] / totals["train_s"] if totals["train_s"] else 0.0,
         "wall_s_this_process": time.perf_counter() - t_start,
         "tok_per_s": cfg.steps * tokens_per_step / totals["train_s"] if totals["train_s"] else None,
-        "service": teacher.usage() if teacher is not None else None,
+        "service": service,
         "dataset_fingerprint": ds.fingerprint, "checkpoint": str(out / CKPT_DIR), "device": str(device),
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(), "processes": world.size,
     }
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    if world.main:
+        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
