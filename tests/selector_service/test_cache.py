@@ -82,6 +82,38 @@ def test_a_damaged_blob_is_recomputed_never_served(tiny_checkpoint: Path, db_url
         engine.dispose()
 
 
+def test_one_flipped_byte_is_detected_recomputed_and_counted(tiny_checkpoint: Path, db_url: str,
+                                                            windows: np.ndarray) -> None:
+    """One byte flipped in one stored blob (scores and labels alike): caught by the checksum, recomputed,
+    replaced in the database and counted in /metrics; the answer is the same as before the damage."""
+    with make_client(tiny_checkpoint, db_url) as c:
+        sc = SelectorClient("http://testserver", http_client=c)
+        good_labels = c.post("/v1/soft-labels", json={"windows": windows[:3].tolist()}).json()
+        good_scores = c.post("/v1/scores", json={"windows": windows[:3].tolist()}).json()
+        engine = sa.create_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                for params in (labels_params(32, 1.0), "scores"):
+                    h, blob, ck = conn.execute(sa.text(
+                        "SELECT window_hash, blob, checksum FROM salt_cache WHERE params = :p ORDER BY window_hash"
+                    ), {"p": params}).first()
+                    damaged = bytearray(blob)
+                    damaged[len(damaged) // 2] ^= 0x01
+                    conn.execute(sa.text("UPDATE salt_cache SET blob = :b WHERE window_hash = :h AND params = :p"),
+                                 {"b": bytes(damaged), "h": h, "p": params})
+            before = sc.metrics()
+            assert c.post("/v1/soft-labels", json={"windows": windows[:3].tolist()}).json() == good_labels
+            assert c.post("/v1/scores", json={"windows": windows[:3].tolist()}).json() == good_scores
+            m = sc.metrics()
+            assert m["salt_cache_bad_blobs_total"] - before.get("salt_cache_bad_blobs_total", 0) == 2
+            assert m["salt_windows_computed_total"] - before["salt_windows_computed_total"] == 2
+            with engine.connect() as conn:
+                for blob, ck in conn.execute(sa.text("SELECT blob, checksum FROM salt_cache")):
+                    assert checksum(bytes(blob)) == ck  # the damaged rows were replaced
+        finally:
+            engine.dispose()
+
+
 def test_inserts_are_idempotent(db_url: str) -> None:
     store = Store(db_url)
     rows = [Row(f"h{i}", "scores", b"x", checksum(b"x")) for i in range(3)]

@@ -1,4 +1,5 @@
-"""A scoring job survives kill -9: the restarted service resumes it and every window is scored exactly once."""
+"""A scoring job survives kill -9: the restarted service resumes it; every window ends with exactly one score
+row and one label row, and every stored blob passes its checksum."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from selector_service.store import labels_params
 from shared.client import SelectorClient
 from shared.data import PackedDataset
+from shared.softlabels import checksum
 from tests.servers import start_server, stop_server
 
 
@@ -50,7 +53,15 @@ def test_killed_job_resumes_after_restart(tiny_checkpoint: Path, tiny_dataset: P
                 "ON c.window_hash = pw.window_hash AND c.params = 'scores' WHERE pw.pool_id = :p GROUP BY pw.idx"
             ), {"p": pid}).all()
             rows = conn.execute(sa.text("SELECT count(*) FROM salt_cache WHERE params = 'scores'")).scalar_one()
+            labels_per_window = conn.execute(sa.text(
+                "SELECT pw.idx, count(c.window_hash) FROM salt_pool_window pw LEFT JOIN salt_cache c "
+                "ON c.window_hash = pw.window_hash AND c.params = :lp WHERE pw.pool_id = :p GROUP BY pw.idx"
+            ), {"p": pid, "lp": labels_params(32, 1.0)}).all()
+            blobs = conn.execute(sa.text("SELECT blob, checksum FROM salt_cache")).all()
     finally:
         engine.dispose()
     assert len(per_window) == total and {n for _, n in per_window} == {1}
     assert rows == len(set(tiny_dataset.train.hashes))
+    # Exactly one label row per window too (the default k, stored with the scores), and no torn blob.
+    assert len(labels_per_window) == total and {n for _, n in labels_per_window} == {1}
+    assert blobs and all(checksum(bytes(b)) == ck for b, ck in blobs)
