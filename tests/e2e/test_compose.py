@@ -1,0 +1,121 @@
+"""docker-compose.yml without Docker: its services' own commands as processes against the local PostgreSQL.
+
+prepare -> two selector replicas on two ports over one database -> trainer run A (the client spreads its
+requests over both replicas) -> trainer run B under torchrun (2 ranks, each asking for its shard):
+every label a cache hit, no SLM forward pass, whichever replica answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from shared.client import SelectorClient
+from tests.conftest import make_corpus
+from tests.deploy.compose import ROOT, argv, environment
+from tests.selector_service.conftest import PG_ADMIN_URL, pg_schema_url
+from tests.servers import free_port, stop_server
+from trainer.train import read_metrics
+
+pytestmark = pytest.mark.e2e
+LABEL_ROUTE = 'salt_requests_total{method="POST",route="/v1/soft-labels",status="200"}'
+BIN = str(Path(sys.executable).parent)
+TORCHRUN = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2 -m trainer train"
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    schema = f"salt_compose_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
+                                              "OMP_NUM_THREADS": "1", **env},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{cmd}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+
+
+def wait_ready(procs: list[subprocess.Popen], urls: list[str]) -> None:
+    deadline = time.monotonic() + 120
+    pending = set(urls)
+    while pending and time.monotonic() < deadline:
+        for proc in procs:
+            assert proc.poll() is None, "a selector replica exited at start-up"
+        for url in list(pending):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    pending.discard(url)
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    assert not pending, f"not ready: {pending}"
+
+
+def label_requests(url: str) -> float:
+    with SelectorClient(url) as c:
+        return c.metrics().get(LABEL_ROUTE, 0.0)
+
+
+def test_compose_services_as_processes(tmp_path: Path, pg_schema: str) -> None:
+    home = tmp_path / "srv"
+    home.mkdir()
+    sizes = {"SALT_SOURCE": str(make_corpus(tmp_path / "corpus")), "SALT_SEQ_LEN": "32", "SALT_VOCAB_SIZE": "300",
+             "SALT_VAL_FRACTION": "0.2", "SALT_SLM_PRESET": "slm-tiny", "SALT_SLM_STEPS": "10",
+             "SALT_BATCH_SIZE": "8", "SALT_WARMUP_STEPS": "1", "SALT_TRAIN_DEVICE": "cpu", "SALT_SERVICE_DEVICE": "cpu",
+             "SALT_LLM_PRESET": "llm-tiny", "SALT_LLM_STEPS": "6", "SALT_N_KD": "3"}
+
+    run(argv("prepare", env=sizes, home=home), {})
+    assert (home / "runs" / "slm" / "checkpoint" / "model.safetensors").is_file()
+
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    svc_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **environment("selector", env=sizes, home=home),
+               "SALT_DATABASE_URL": pg_schema}
+    procs = [subprocess.Popen(argv("selector", env=sizes, home=home,
+                                   replace={"0.0.0.0": "127.0.0.1", "8000": str(p)}),
+                              cwd=ROOT, env=svc_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for p in ports]
+    try:
+        wait_ready(procs, urls)
+        both = {**sizes, "SALT_SERVICE_URLS": ",".join(urls)}
+
+        run(argv("trainer", env={**both, "SALT_RUN": "a"}, home=home), {})
+        a = home / "runs" / "a"
+        summary_a = json.loads((a / "summary.json").read_text())
+        assert summary_a["service"]["cache_misses"] > 0 and summary_a["service"]["slm_forward_passes"] > 0
+        per_replica = [label_requests(u) for u in urls]
+        assert sum(per_replica) == summary_a["service"]["requests"] == 3
+        assert all(n > 0 for n in per_replica), per_replica  # both replicas answered phase one
+
+        # Run B: another LLM, same data order, 2 DDP ranks: every label from the shared PostgreSQL cache.
+        cmd = argv("trainer", env={**both, "SALT_RUN": "b", "SALT_LLM_PRESET": "slm-tiny"}, home=home,
+                   replace={"salt train": TORCHRUN})
+        run(cmd, {})
+        summary_b = json.loads((home / "runs" / "b" / "summary.json").read_text())
+        svc = summary_b["service"]
+        assert summary_b["processes"] == 2
+        assert svc["requests"] == 3 * 2  # each rank asks for its half of each phase-one batch
+        assert svc["cache_hits"] == 3 * 8 and svc["cache_misses"] == 0 and svc["slm_forward_passes"] == 0
+        assert [r["step"] for r in read_metrics(home / "runs" / "b") if r["kind"] == "train"] == list(range(1, 7))
+    finally:
+        for proc in procs:
+            stop_server(proc)
