@@ -197,13 +197,41 @@ def demo(
 ) -> None:
     """SALT end to end: prepare, train the SLM, serve it, train baseline/salt/salt_ds LLMs, write a report."""
     _logging(verbose)
-    from trainer.demo import DemoConfig, run_demo
+    from dataclasses import replace
 
-    cfg = DemoConfig(root=str(root), source=source, slm_steps=slm_steps, llm_steps=llm_steps,
-                     slm_preset=slm_preset, llm_preset=llm_preset, kd_weight=kd_weight, kd_fraction=kd_fraction,
-                     pool_windows=pool_windows, modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
-                     max_docs=max_docs, seed=seed, device=device)
+    from trainer.demo import DEMO, run_demo
+
+    cfg = replace(DEMO, root=str(root), source=source, slm_steps=slm_steps, llm_steps=llm_steps,
+                  slm_preset=slm_preset, llm_preset=llm_preset, kd_weight=kd_weight, kd_fraction=kd_fraction,
+                  pool_windows=pool_windows, modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+                  max_docs=max_docs, seeds=(seed,), device=device)
     run_demo(cfg, report=typer.echo, progress=progress)
+
+
+@app.command()
+@user_errors
+def experiment(
+    preset: Annotated[str, typer.Option(help="cpu-small or gpu-mid (ignored with --config).")] = "cpu-small",
+    config: Annotated[Path | None, typer.Option(help="JSON file of experiment settings.")] = None,
+    root: Annotated[Path | None, typer.Option(help="Folder for everything (overrides the config).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (overrides the config).")] = None,
+    modes: Annotated[str | None, typer.Option(help="Comma-separated modes (overrides the config).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N].")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: bool = False,
+) -> None:
+    """Baseline vs SALT vs SALT_DS vs KD-all-run over seeds; writes results.json, results.md and plots."""
+    _logging(verbose)
+    from trainer.experiment import ExperimentConfig, run_experiment
+    from trainer.experiment import preset as named
+
+    overrides = {
+        "root": str(root) if root else None, "device": device,
+        "seeds": tuple(int(s) for s in seeds.split(",")) if seeds else None,
+        "modes": tuple(m.strip() for m in modes.split(",") if m.strip()) if modes else None,
+    }
+    cfg = ExperimentConfig.from_file(config, **overrides) if config else named(preset, **overrides)
+    run_experiment(cfg, report=typer.echo, progress=progress)
 
 
 @app.command()

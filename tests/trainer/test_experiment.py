@@ -1,0 +1,64 @@
+"""The experiment harness on a tiny config: results.json is well formed and comes from the metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.errors import SaltError
+from tests.conftest import make_corpus
+from trainer.experiment import ExperimentConfig, run_experiment
+from trainer.train import read_metrics
+
+
+def tiny_experiment(tmp_path: Path, **kw: object) -> ExperimentConfig:
+    corpus = make_corpus(tmp_path / "corpus", n_docs=30)
+    base = dict(root=str(tmp_path / "exp"), source=str(corpus), seq_len=32, vocab_size=300, slm_preset="slm-tiny",
+                slm_steps=4, llm_preset="llm-tiny", llm_steps=10, batch_size=4, eval_every=2, eval_windows=8,
+                modes=("baseline", "salt", "salt_ds"), seeds=(0,), kd_k=8, pool_windows=40, device="cpu")
+    base.update(kw)
+    return ExperimentConfig(**base)  # type: ignore[arg-type]
+
+
+def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
+    cfg = tiny_experiment(tmp_path)
+    run_experiment(cfg, progress=False)
+    root = Path(cfg.root)
+    results = json.loads((root / "results.json").read_text())
+    assert {(r["mode"], r["seed"]) for r in results["runs"]} == {("baseline", 0), ("salt", 0), ("salt_ds", 0)}
+    selection = json.loads((root / "selection.json").read_text())
+    assert selection["count"] == cfg.n_kd * cfg.batch_size and selection["pool"] == 40
+    for row in results["runs"]:
+        evals = [r for r in read_metrics(row["run"]) if r["kind"] == "eval"]
+        assert row["final_loss"] == evals[-1]["val_loss"]
+        assert row["final_acc"] == evals[-1]["val_acc"]
+        at70 = [e for e in evals if e["step"] <= 7][-1]
+        assert (row["step_70"], row["loss_70"]) == (at70["step"], at70["val_loss"])
+    base = next(r for r in results["runs"] if r["mode"] == "baseline")
+    assert base["reach_step"] is not None and base["reach_step"] <= 10
+    salt = next(r for r in results["runs"] if r["mode"] == "salt")
+    assert salt["teacher_s"] > 0 and salt["slm_forwards"] > 0
+    assert results["modes"]["salt"]["final_loss"]["mean"] == salt["final_loss"]
+    assert results["modes"]["salt"]["n"] == 1
+    text = (root / "results.md").read_text()
+    assert f"{salt['final_loss']:.4f} ± 0.0000" in text
+    assert (root / "val_loss.png").stat().st_size > 1000 and (root / "val_acc.png").stat().st_size > 1000
+
+    # A second call reuses every finished stage and gives the same numbers.
+    again = run_experiment(cfg, progress=False)
+    assert [r["final_loss"] for r in again["runs"]] == [r["final_loss"] for r in results["runs"]]
+
+
+def test_config_file_and_errors(tmp_path: Path) -> None:
+    good = tmp_path / "exp.json"
+    good.write_text(json.dumps({"llm_steps": 100, "seeds": [1, 2], "modes": ["baseline", "kd_full"]}))
+    cfg = ExperimentConfig.from_file(good, root=str(tmp_path / "x"))
+    assert cfg.seeds == (1, 2) and cfg.n_kd == 20 and cfg.root == str(tmp_path / "x")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"llm_stepz": 100}))
+    with pytest.raises(SaltError, match="unknown setting"):
+        ExperimentConfig.from_file(bad)
+    with pytest.raises(SaltError, match="unknown mode"):
+        ExperimentConfig(modes=("baseline", "magic"))
