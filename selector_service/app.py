@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from selector_service.config import Settings, confined_model_path
 from selector_service.engine import Engine
-from selector_service.errors import install_error_handlers
+from selector_service.errors import V1_ERRORS, error_responses, install_error_handlers
 from selector_service.metrics import Metrics
 from selector_service.middleware import ServiceMiddleware
 from selector_service.routers import health, jobs, model, pools, scores, selections, soft_labels
@@ -65,9 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app, settings.retry_after_s)
-    for r in (soft_labels.router, scores.router, pools.router, jobs.router, selections.router, model.router,
-              health.router):
-        app.include_router(r)
+    for r in (soft_labels.router, scores.router, pools.router, jobs.router, selections.router, model.router):
+        app.include_router(r, responses=V1_ERRORS)
+    app.include_router(health.router, responses=error_responses(401, 500))
     key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, api_key=key)
     if origins := settings.cors_origin_list():

@@ -10,6 +10,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from selector_service.store import DatabaseUnavailable
@@ -17,8 +18,29 @@ from selector_service.store import DatabaseUnavailable
 log = logging.getLogger("selector_service")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type",
+          406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
           422: "invalid_request", 500: "internal_error", 503: "unavailable"}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries documenting the uniform error body for ``statuses``."""
+    return {s: {"model": ErrorBody, "description": _CODES.get(s, "error").replace("_", " ")} for s in statuses}
+
+
+# What any /v1 operation may answer besides its success (the conflicts are route-specific but share one body).
+V1_ERRORS = error_responses(400, 401, 404, 409, 413, 422, 500, 503)
 
 
 class ApiError(Exception):

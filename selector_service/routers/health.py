@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +18,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "not ready: the cache database is unreachable",
+                                        "content": {"application/json": {"schema": {"type": "object"}}}}})
 async def readyz(request: Request) -> JSONResponse:
     """The model is loaded and the cache database answers."""
     selector = request.app.state.selector
@@ -31,7 +32,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": selector.engine.fingerprint})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
