@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, body size limit, metrics, and a 500 that never leaks internals."""
+"""Pure ASGI middleware: the API key, request ids, body size limit, metrics, and a 500 that never leaks
+internals."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class _BodyTooLarge(Exception):
 
 
 class ServiceMiddleware:
-    """Outermost app layer of the service (inside uvicorn, around FastAPI's own error handling)."""
+    """Outermost app layer of the service (inside uvicorn and, when configured, CORS; around FastAPI's own
+    error handling). The key is checked here, so no route (docs and unknown paths included) is missed."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, api_key: str = "") -> None:
         self.app = app
