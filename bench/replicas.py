@@ -75,13 +75,14 @@ def run(n: int, ckpt: Path, chunks: list[np.ndarray], args: argparse.Namespace) 
             for m in c.metrics_by_replica():
                 fwd += m.get("salt_forward_seconds_sum", 0.0)
         with admin.begin() as conn:
-            rows, size = conn.execute(sa.text(
-                f'SELECT count(*), coalesce(sum(octet_length(blob)), 0) FROM "{schema}".salt_cache')).one()
+            rows, size, disk = conn.execute(sa.text(
+                f'SELECT count(*), coalesce(sum(octet_length(blob)), 0), '
+                f"pg_total_relation_size('\"{schema}\".salt_cache') FROM \"{schema}\".salt_cache")).one()
         tokens = windows * (chunks[0].shape[1] - 1)
         return {"replicas": n, "threads": threads, "cold_wps": windows / cold, "warm_wps": windows / warm,
                 "cold_s": cold, "cpu_s": sum(cpu), "cpu_share": sum(cpu) / (cold * (os.cpu_count() or 1)),
                 "forward_busy": fwd / (cold * n), "rows_per_token": rows / tokens,
-                "bytes_per_token": size / tokens}
+                "bytes_per_token": size / tokens, "disk_per_token": disk / tokens}
     finally:
         for s in services:
             s.stop()
@@ -113,7 +114,8 @@ def main() -> None:
               f"({r['cold_wps'] / base['cold_wps']:.2f}x), cached {r['warm_wps']:.0f} windows/s "
               f"({r['warm_wps'] / base['warm_wps']:.2f}x); replicas' CPU {r['cpu_share']:.0%} of the machine, "
               f"each replica in SLM forwards {r['forward_busy']:.0%} of the wall time; "
-              f"cache {r['rows_per_token']:.4f} rows and {r['bytes_per_token']:.1f} bytes per token")
+              f"cache {r['rows_per_token']:.4f} rows, {r['bytes_per_token']:.1f} blob bytes and "
+              f"{r['disk_per_token']:.1f} bytes on disk (table, index, TOAST) per token")
 
 
 if __name__ == "__main__":
