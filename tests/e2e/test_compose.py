@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from shared.client import SelectorClient
 from tests.conftest import make_corpus
-from tests.deploy.compose import ROOT, argv, environment
+from tests.deploy.compose import ROOT, argv, environment, load
 from tests.selector_service.conftest import PG_ADMIN_URL, pg_schema_url
 from tests.servers import free_port, stop_server
 from trainer.train import read_metrics
@@ -96,6 +96,10 @@ def test_compose_services_as_processes(tmp_path: Path, pg_schema: str) -> None:
              for p in ports]
     try:
         wait_ready(procs, urls)
+        # The compose health check itself passes against each replica.
+        check = load()["services"]["selector"]["healthcheck"]["test"][1:]
+        for port in ports:
+            run([c.replace("8000", str(port)) for c in check], {})
         both = {**sizes, "SALT_SERVICE_URLS": ",".join(urls)}
 
         run(argv("trainer", env={**both, "SALT_RUN": "a"}, home=home), {})
