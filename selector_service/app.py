@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -69,9 +70,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(r, responses=V1_ERRORS)
     app.include_router(health.router, responses=error_responses(401, 500))
     key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    if key:
+        _document_the_key(app)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, api_key=key)
     if origins := settings.cors_origin_list():
         # Outermost, so a browser's preflight (which never carries the key) is answered here.
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "x-api-key", "content-type", "accept", "x-request-id"])
     return app
+
+
+def _document_the_key(app: FastAPI) -> None:
+    """Declare the API key in the OpenAPI schema: required by every operation but /healthz."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        schema["security"] = [{"bearer": []}, {"apiKey": []}]
+        schema["paths"]["/healthz"]["get"]["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -58,7 +58,11 @@ def test_api_key_on_every_route_but_healthz(tiny_checkpoint: Path, sqlite_url: s
         ok = {"X-API-Key": KEY}
         assert c.get("/metrics", headers=ok).status_code == 200
         assert c.get("/readyz", headers=ok).status_code == 200
-        assert c.get("/openapi.json", headers=ok).json()["paths"]
+        spec = c.get("/openapi.json", headers=ok).json()
+        assert spec["security"] and set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+        assert spec["paths"]["/healthz"]["get"]["security"] == []  # documented as the one open route
+    with make_client(tiny_checkpoint, sqlite_url) as c:
+        assert "security" not in c.get("/openapi.json").json()  # no key configured: none documented
 
 
 def test_api_key_is_compared_in_constant_time() -> None:
