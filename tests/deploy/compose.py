@@ -25,8 +25,8 @@ def load() -> dict[str, Any]:
 
 
 def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's ``${NAME}`` / ``${NAME:-default}`` (the forms the file uses)."""
-    return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+    """Compose's ``${NAME}`` / ``${NAME:-default}`` and ``$$`` (a literal ``$``), the forms the file uses."""
+    return "$".join(_VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), part) for part in text.split("$$"))
 
 
 def argv(service: str, *, env: dict[str, str], home: Path, replace: dict[str, str] | None = None) -> list[str]:

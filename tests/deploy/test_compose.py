@@ -45,7 +45,9 @@ def test_services_health_checks_volumes_and_dependencies() -> None:
 
     tr = services["trainer"]
     assert tr["profiles"] == ["train"]
-    assert "salt train --mode salt" in tr["command"][0] and "http://selector:8000" in tr["command"][0]
+    script = tr["command"][0]
+    assert "salt train --mode baseline" in script and "salt train --mode salt" in script and "salt report" in script
+    assert "http://selector:8000" in script
     assert tr["depends_on"]["selector"]["condition"] == "service_healthy"
 
 

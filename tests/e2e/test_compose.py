@@ -104,7 +104,8 @@ def test_compose_services_as_processes(tmp_path: Path, pg_schema: str) -> None:
 
         run(argv("trainer", env={**both, "SALT_RUN": "a"}, home=home), {})
         a = home / "runs" / "a"
-        summary_a = json.loads((a / "summary.json").read_text())
+        assert (a / "report.md").is_file() and json.loads((a / "baseline" / "summary.json").read_text())["steps"] == 6
+        summary_a = json.loads((a / "salt" / "summary.json").read_text())
         assert summary_a["service"]["cache_misses"] > 0 and summary_a["service"]["slm_forward_passes"] > 0
         per_replica = [label_requests(u) for u in urls]
         assert sum(per_replica) == summary_a["service"]["requests"] == 3
@@ -114,12 +115,14 @@ def test_compose_services_as_processes(tmp_path: Path, pg_schema: str) -> None:
         cmd = argv("trainer", env={**both, "SALT_RUN": "b", "SALT_LLM_PRESET": "slm-tiny"}, home=home,
                    replace={"salt train": TORCHRUN})
         run(cmd, {})
-        summary_b = json.loads((home / "runs" / "b" / "summary.json").read_text())
+        summary_b = json.loads((home / "runs" / "b" / "salt" / "summary.json").read_text())
         svc = summary_b["service"]
         assert summary_b["processes"] == 2
         assert svc["requests"] == 3 * 2  # each rank asks for its half of each phase-one batch
         assert svc["cache_hits"] == 3 * 8 and svc["cache_misses"] == 0 and svc["slm_forward_passes"] == 0
-        assert [r["step"] for r in read_metrics(home / "runs" / "b") if r["kind"] == "train"] == list(range(1, 7))
+        steps = [r["step"] for r in read_metrics(home / "runs" / "b" / "salt") if r["kind"] == "train"]
+        assert steps == list(range(1, 7))
+        assert (home / "runs" / "b" / "report.md").is_file()
     finally:
         for proc in procs:
             stop_server(proc)
