@@ -20,6 +20,9 @@ import torch.distributed as dist
 from shared.device import resolve_device
 from shared.errors import SaltError
 
+_created: list[bool] = []
+"""Non-empty when ``setup`` started the process group (so ``teardown`` ends only a group it made)."""
+
 
 @dataclass(frozen=True)
 class World:
@@ -64,12 +67,14 @@ def setup(world: World, device_name: str, *, batch_size: int) -> torch.device:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _created.append(True)
     return device
 
 
 def teardown(world: World) -> None:
-    if world.parallel and dist.is_initialized():
+    if world.parallel and _created and dist.is_initialized():
         dist.destroy_process_group()
+        _created.clear()
 
 
 def barrier(world: World) -> None:
