@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 import numpy as np
@@ -20,18 +19,6 @@ def get_selector(request: Request) -> Selector:
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
-
-
-def require_api_key(request: Request) -> None:
-    """401 unless the configured API key is sent (compared in constant time)."""
-    secret = request.app.state.settings.api_key
-    key = secret.get_secret_value() if secret is not None else ""
-    if not key:
-        return
-    auth = request.headers.get("authorization", "")
-    sent = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(sent.encode("utf-8"), key.encode("utf-8")):
-        raise ApiError(401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
 
 
 SelectorDep = Annotated[Selector, Depends(get_selector)]

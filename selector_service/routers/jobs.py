@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from selector_service import pool_store as ps
-from selector_service.deps import SelectorDep, require_api_key
+from selector_service.deps import SelectorDep
 from selector_service.errors import ApiError
 from selector_service.pool_schemas import JobCreate, JobOut
 from selector_service.routers.pools import pool_or_404
 
-router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 def job_out(job: dict[str, Any]) -> JobOut:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from selector_service.deps import SelectorDep, SettingsDep, require_api_key
+from selector_service.deps import SelectorDep, SettingsDep
 from selector_service.schemas import LabelDefaults, ModelInfo
 from shared.softlabels import WIRE_FORMAT, WIRE_MEDIA_TYPE
 
-router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["model"])
 
 
 @router.get("/model", response_model=ModelInfo)

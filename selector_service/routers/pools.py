@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from selector_service import pool_store as ps
-from selector_service.deps import SelectorDep, SettingsDep, require_api_key
+from selector_service.deps import SelectorDep, SettingsDep
 from selector_service.errors import ApiError
 from selector_service.pool_schemas import PoolCreate, PoolOut, SealRequest, UploadOut, WindowsUpload
 from selector_service.selector import Selector
 from shared.hashing import window_hash
 
-router = APIRouter(prefix="/v1", tags=["pools"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["pools"])
 
 PoolId = Annotated[str, PathParam(max_length=64)]
 

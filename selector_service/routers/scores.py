@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from selector_service.deps import SelectorDep, SettingsDep, require_api_key, windows_of
+from selector_service.deps import SelectorDep, SettingsDep, windows_of
 from selector_service.schemas import ScoresResponse, WindowsRequest
 
-router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["scores"])
 
 
 

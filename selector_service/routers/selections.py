@@ -6,12 +6,12 @@ import json
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from selector_service import pool_store as ps
-from selector_service.deps import SelectorDep, require_api_key
+from selector_service.deps import SelectorDep
 from selector_service.errors import ApiError
 from selector_service.pool_schemas import SelectionCreate, SelectionFull, SelectionOut
 from selector_service.routers.pools import pool_or_404
@@ -20,7 +20,7 @@ from selector_service.selector import Selector
 from selector_service.store import Store
 from shared.softlabels import BlobError, unpack_scores
 
-router = APIRouter(prefix="/v1", tags=["selections"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["selections"])
 
 
 def selection_out(row: dict[str, Any]) -> dict[str, Any]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from selector_service.deps import SelectorDep, SettingsDep, require_api_key, windows_of
+from selector_service.deps import SelectorDep, SettingsDep, windows_of
 from selector_service.errors import ApiError
 from selector_service.schemas import SoftLabelsRequest, SoftLabelsResponse
 from shared.softlabels import WIRE_MEDIA_TYPE, encode_wire
 
-router = APIRouter(prefix="/v1", tags=["soft-labels"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["soft-labels"])
 
 _BINARY_TYPES = (WIRE_MEDIA_TYPE, "application/octet-stream")
 
