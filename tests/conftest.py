@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import torch
 
 from shared.checkpoint import save_model
@@ -50,3 +53,26 @@ def tiny_checkpoint(tiny_dataset: PackedDataset, tmp_path_factory: pytest.TempPa
     folder = tmp_path_factory.mktemp("ckpt") / "slm"
     save_model(folder, GPT(cfg), tok)
     return folder
+
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def pg_schema_url(schema: str) -> str:
+    """A URL whose connections use ``schema`` first on the search path."""
+    return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards (a missing PostgreSQL fails the test)."""
+    schema = f"salt_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -12,18 +12,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from shared.client import SelectorClient
 from tests.conftest import make_corpus
 from tests.deploy.compose import ROOT, argv, environment, load
-from tests.selector_service.conftest import PG_ADMIN_URL, pg_schema_url
 from tests.servers import free_port, stop_server
 from trainer.train import read_metrics
 
@@ -31,20 +27,6 @@ pytestmark = pytest.mark.e2e
 LABEL_ROUTE = 'salt_requests_total{method="POST",route="/v1/soft-labels",status="200"}'
 BIN = str(Path(sys.executable).parent)
 TORCHRUN = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2 -m trainer train"
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    schema = f"salt_compose_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def run(cmd: list[str], env: dict[str, str]) -> None:
@@ -75,7 +57,7 @@ def label_requests(url: str) -> float:
         return c.metrics().get(LABEL_ROUTE, 0.0)
 
 
-def test_compose_services_as_processes(tmp_path: Path, pg_schema: str) -> None:
+def test_compose_services_as_processes(tmp_path: Path, pg_url: str) -> None:
     home = tmp_path / "srv"
     home.mkdir()
     sizes = {"SALT_SOURCE": str(make_corpus(tmp_path / "corpus")), "SALT_SEQ_LEN": "32", "SALT_VOCAB_SIZE": "300",
@@ -89,7 +71,7 @@ def test_compose_services_as_processes(tmp_path: Path, pg_schema: str) -> None:
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     svc_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **environment("selector", env=sizes, home=home),
-               "SALT_DATABASE_URL": pg_schema}
+               "SALT_DATABASE_URL": pg_url}
     procs = [subprocess.Popen(argv("selector", env=sizes, home=home,
                                    replace={"0.0.0.0": "127.0.0.1", "8000": str(p)}),
                               cwd=ROOT, env=svc_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from selector_service import Settings, create_app
 from shared.data import PackedDataset
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def pg_schema_url(schema: str) -> str:
-    """A URL whose connections use ``schema`` first on the search path."""
-    return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema for one test, dropped afterwards (a missing PostgreSQL fails the test)."""
-    schema = f"salt_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

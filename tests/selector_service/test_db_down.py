@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.selector_service.conftest import PG_ADMIN_URL, make_client
+from tests.conftest import PG_ADMIN_URL
+from tests.selector_service.conftest import make_client
 from tests.selector_service.test_bad_input import assert_error
 from tests.servers import ROOT, free_port, start_server, stop_server
 from tests.tcp_proxy import TcpProxy
