@@ -103,6 +103,24 @@ class _Base:
             delay = max(delay, min(float(ra), self.max_backoff_s))
         return delay
 
+    @staticmethod
+    def _accept(r: httpx.Response) -> bool:
+        """True for a success; False for a status worth retrying; raises SelectorError for any other error."""
+        if r.status_code < 400:
+            return True
+        if r.status_code not in _RETRY_STATUS:
+            raise _error_of(r)
+        return False
+
+    def _backoff(self, attempt: int, r: httpx.Response | None, failure: Exception, deadline: float) -> float:
+        """Seconds to wait before the next attempt; raises the failure once the deadline would pass."""
+        delay = self._delay(attempt, r)
+        if time.monotonic() + delay > deadline:
+            if isinstance(failure, SelectorError):
+                raise failure
+            raise SelectorError(0, "unreachable", f"selector service unreachable: {failure}") from failure
+        return delay
+
     def _with_auth(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {**kwargs, "headers": {**self.headers, **kwargs.get("headers", {})}}
 
@@ -239,19 +257,12 @@ class SelectorClient(_Base):
             r: httpx.Response | None = None
             try:
                 r = self._http.request(method, self._url(first, attempt, path), **self._with_auth(kwargs))
-                if r.status_code < 400:
+                if self._accept(r):
                     return r
-                if r.status_code not in _RETRY_STATUS:
-                    raise _error_of(r)
                 failure: Exception = _error_of(r)
             except _RETRY_ERRORS as e:
                 failure = e
-            delay = self._delay(attempt, r)
-            if time.monotonic() + delay > deadline:
-                if isinstance(failure, SelectorError):
-                    raise failure
-                raise SelectorError(0, "unreachable", f"selector service unreachable: {failure}") from failure
-            time.sleep(delay)
+            time.sleep(self._backoff(attempt, r, failure, deadline))
             attempt += 1
 
 
@@ -327,17 +338,10 @@ class AsyncSelectorClient(_Base):
             r: httpx.Response | None = None
             try:
                 r = await self._http.request(method, self._url(first, attempt, path), **self._with_auth(kwargs))
-                if r.status_code < 400:
+                if self._accept(r):
                     return r
-                if r.status_code not in _RETRY_STATUS:
-                    raise _error_of(r)
                 failure: Exception = _error_of(r)
             except _RETRY_ERRORS as e:
                 failure = e
-            delay = self._delay(attempt, r)
-            if time.monotonic() + delay > deadline:
-                if isinstance(failure, SelectorError):
-                    raise failure
-                raise SelectorError(0, "unreachable", f"selector service unreachable: {failure}") from failure
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._backoff(attempt, r, failure, deadline))
             attempt += 1
