@@ -236,6 +236,21 @@ def experiment(
 
 @app.command()
 @user_errors
+def ablations(
+    results: Annotated[list[Path], typer.Argument(help="results.json files of experiments, or their folders.")],
+    out: Annotated[Path | None, typer.Option(help="Write the table here (Markdown) as well as to stdout.")] = None,
+) -> None:
+    """One table over several experiments: settings, final loss, change against the baseline, reach."""
+    from trainer.experiment import ablation_markdown, load_results
+
+    text = ablation_markdown([load_results(p) for p in results])
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    typer.echo(text, nl=False)
+
+
+@app.command()
+@user_errors
 def report(
     runs: Annotated[list[Path], typer.Argument(help="Finished run folders.")],
     out: Annotated[Path, typer.Option(help="Folder for report.md and curves.png.")] = Path("report"),

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer.experiment import ExperimentConfig, run_all
+from shared.data import PackedDataset
+from trainer.experiment import ExperimentConfig, run_all, slm_dir
 from trainer.report import write_report
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ def run_demo(cfg: ExperimentConfig = DEMO, *, report: Callable[[str], None] = lo
         raise ValueError("the demo runs one seed; use `salt experiment` for several")
     runs = run_all(cfg, report=report, progress=progress)
     root = Path(cfg.root)
-    path = write_report([runs[(m, cfg.seeds[0])] for m in cfg.modes], root, teacher_run=root / "slm")
+    teacher = slm_dir(cfg, PackedDataset(root / "data"))
+    path = write_report([runs[(m, cfg.seeds[0])] for m in cfg.modes], root, teacher_run=teacher)
     for line in path.read_text().splitlines():
         if line.startswith("|"):
             report(line)

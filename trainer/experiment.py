@@ -8,6 +8,7 @@ finished stage is reused on the next call, so an interrupted experiment continue
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -36,7 +37,11 @@ class ExperimentConfig:
     """One experiment: data, SLM, LLM budget, modes and seeds. Loadable from a JSON file."""
 
     root: str = "runs/experiment"
-    """Folder for the dataset, the SLM, the cache, every run and the results."""
+    """Folder for the dataset, the SLMs, the cache and every run. Experiments that share a root share
+    whatever they have in common: each SLM and LLM run's folder is named by its settings, so an
+    ablation that changes only n_kd reuses the baselines and the SLM of the experiment before it."""
+    name: str = ""
+    """Sub-folder of ``root`` for this experiment's results (empty: ``root`` itself)."""
     source: str = "stdlib"
     """Corpus source (see ``salt prepare``)."""
     glob: str = "**/*.txt"
@@ -77,10 +82,17 @@ class ExperimentConfig:
             raise SaltError(f"kd fraction must be in (0, 1], got {self.kd_fraction}", "use e.g. 0.2")
         if self.slm_steps < 1 or self.llm_steps < 1:
             raise SaltError("slm_steps and llm_steps must be at least 1", "set positive step counts")
+        if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):
+            raise SaltError(f"experiment name {self.name!r} must be a plain folder name", "use e.g. nkd-30")
 
     @property
     def n_kd(self) -> int:
         return max(1, round(self.kd_fraction * self.llm_steps))
+
+    @property
+    def out(self) -> Path:
+        """Where results.json, results.md and the plots go."""
+        return Path(self.root) / self.name if self.name else Path(self.root)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> ExperimentConfig:
@@ -142,10 +154,10 @@ def ensure_selection(cfg: ExperimentConfig, client: SelectorClient, ds: PackedDa
     if budget > n:
         raise SaltError(f"the salt_ds budget ({budget} windows) is larger than the pool ({n})",
                         "raise pool_windows or lower the phase-one steps")
-    record = Path(cfg.root) / "selection.json"
     info = client.model_info()
     wanted = {"model_fingerprint": info["fingerprint"], "count": budget, "pool": n,
               "diversity": cfg.selection_diversity}
+    record = Path(cfg.root) / "selections" / f"{_key(wanted)}.json"
     if record.is_file():
         saved = json.loads(record.read_text())
         if {k: saved.get(k) for k in wanted} == wanted:
@@ -160,12 +172,40 @@ def ensure_selection(cfg: ExperimentConfig, client: SelectorClient, ds: PackedDa
     job = score_pool(client, ds, name=f"pool-{n}", indices=indices.tolist(), progress=progress)
     sel = select(client, job["pool_id"], "salt_ds", count=budget, diversity=cfg.selection_diversity)
     report(f"selected {sel['count']} windows by SALT_DS score (selection {sel['id']})")
+    record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"id": sel["id"], **wanted}) + "\n")
     return str(sel["id"])
 
 
-def run_dir(cfg: ExperimentConfig, mode: str, seed: int) -> Path:
-    return Path(cfg.root) / "runs" / (mode if len(cfg.seeds) == 1 else f"{mode}-seed{seed}")
+def _key(settings: dict[str, Any]) -> str:
+    """A short, stable name for a set of settings (what makes two runs the same run)."""
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=4).hexdigest()
+
+
+def _settings(tcfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in tcfg.to_dict().items() if k not in RESUMABLE_CHANGES}
+
+
+def slm_dir(cfg: ExperimentConfig, ds: PackedDataset) -> Path:
+    """The SLM's folder: named by its preset, steps and a key of every setting that shapes it."""
+    tcfg = slm_config(cfg, ds)
+    return Path(cfg.root) / "slms" / f"{cfg.slm_preset}-{cfg.slm_steps}-{_key(_settings(tcfg))}"
+
+
+def slm_config(cfg: ExperimentConfig, ds: PackedDataset, out: str = "") -> TrainConfig:
+    return TrainConfig(out=out, data=str(ds.path), preset=cfg.slm_preset, steps=cfg.slm_steps, seed=0,
+                       batch_size=cfg.batch_size, device=cfg.device, eval_every=cfg.eval_every,
+                       eval_windows=cfg.eval_windows, warmup_steps=min(cfg.warmup_steps, cfg.slm_steps))
+
+
+def run_dir(cfg: ExperimentConfig, tcfg: TrainConfig, teacher: Path | None = None) -> Path:
+    """An LLM run's folder: mode, seed and a key of its settings and its teacher's (runs with the same
+    key are the same run, whichever experiment asks for them)."""
+    settings = _settings(tcfg)
+    if teacher is not None:
+        settings["teacher"] = teacher.name
+    return Path(cfg.root) / "runs" / f"{tcfg.mode}-seed{tcfg.seed}-{_key(settings)}"
 
 
 def run_all(cfg: ExperimentConfig, *, report: Callable[[str], None] = log.info,
@@ -175,8 +215,8 @@ def run_all(cfg: ExperimentConfig, *, report: Callable[[str], None] = log.info,
     ds = ensure_dataset(cfg, report)
     common: dict[str, Any] = {"data": str(ds.path), "batch_size": cfg.batch_size, "device": cfg.device,
                               "eval_every": cfg.eval_every, "eval_windows": cfg.eval_windows}
-    ensure_run(TrainConfig(out=str(root / "slm"), preset=cfg.slm_preset, steps=cfg.slm_steps, seed=0,
-                           warmup_steps=min(cfg.warmup_steps, cfg.slm_steps), **common), report, progress)
+    slm = slm_dir(cfg, ds)
+    ensure_run(slm_config(cfg, ds, str(slm)), report, progress)
     llm = {**common, "preset": cfg.llm_preset, "steps": cfg.llm_steps, "lr": cfg.lr,
            "warmup_steps": min(cfg.warmup_steps, cfg.llm_steps)}
     kd = {"kd_weight": cfg.kd_weight, "kd_transition": cfg.kd_transition, "kd_k": cfg.kd_k,
@@ -184,14 +224,15 @@ def run_all(cfg: ExperimentConfig, *, report: Callable[[str], None] = log.info,
     runs: dict[tuple[str, int], Path] = {}
     for seed in cfg.seeds:
         if "baseline" in cfg.modes:
-            out = run_dir(cfg, "baseline", seed)
-            ensure_run(TrainConfig(out=str(out), mode="baseline", seed=seed, **llm), report, progress)
+            tcfg = TrainConfig(out="", mode="baseline", seed=seed, **llm)
+            out = run_dir(cfg, tcfg)
+            ensure_run(replace(tcfg, out=str(out)), report, progress)
             runs[("baseline", seed)] = out
     kd_modes = [m for m in cfg.modes if m != "baseline"]
     if not kd_modes:
         return runs
     db = f"sqlite:///{(root / 'cache.sqlite').resolve()}"
-    with ServiceProcess(root / "slm" / CKPT_DIR, db) as svc:
+    with ServiceProcess(slm / CKPT_DIR, db) as svc:
         report(f"selector service on {svc.url} (cache {root / 'cache.sqlite'})")
         selection = None
         if "salt_ds" in kd_modes:
@@ -202,9 +243,9 @@ def run_all(cfg: ExperimentConfig, *, report: Callable[[str], None] = log.info,
                 extra: dict[str, Any] = {"n_kd": cfg.n_kd} if mode != "kd_full" else {}
                 if mode == "salt_ds":
                     extra["selection"] = selection
-                out = run_dir(cfg, mode, seed)
-                tcfg = TrainConfig(out=str(out), mode=mode, seed=seed, service_url=svc.url, **llm, **kd, **extra)
-                ensure_run(tcfg, report, progress)
+                tcfg = TrainConfig(out="", mode=mode, seed=seed, service_url=svc.url, **llm, **kd, **extra)
+                out = run_dir(cfg, tcfg, teacher=slm)
+                ensure_run(replace(tcfg, out=str(out)), report, progress)
                 runs[(mode, seed)] = out
     return runs
 
@@ -257,8 +298,10 @@ def collect(cfg: ExperimentConfig, runs: dict[tuple[str, int], Path]) -> dict[st
         agg["reached"] = len(reached)
         agg["reach_fraction_mean"] = float(np.mean(reached)) if reached else None
         modes[mode] = agg
-    slm = json.loads((Path(cfg.root) / "slm" / SUMMARY).read_text())
-    return {"config": asdict(cfg), "slm": {"val_loss": slm["val_loss"], "train_s": slm.get("train_s")},
+    slm_run = slm_dir(cfg, PackedDataset(Path(cfg.root) / "data"))
+    slm = json.loads((slm_run / SUMMARY).read_text())
+    return {"config": asdict(cfg),
+            "slm": {"run": str(slm_run), "val_loss": slm["val_loss"], "train_s": slm.get("train_s")},
             "runs": rows, "modes": modes}
 
 
@@ -289,6 +332,50 @@ def results_markdown(results: dict[str, Any]) -> str:
               "teacher time is the service's time answering phase-one label requests (a background thread).", "",
               "![validation log-perplexity](val_loss.png)", "", "![validation accuracy](val_acc.png)", ""]
     return "\n".join(lines)
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """``results.json`` from a file or the experiment folder that holds it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise SaltError(f"cannot read experiment results {p}: {e}", "pass results.json files or their folders") from e
+    if not isinstance(data, dict) or not {"config", "slm", "modes"} <= set(data):
+        raise SaltError(f"{p} is not an experiment's results.json", "pass what `salt experiment` wrote")
+    return data
+
+
+def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
+    """One table over several experiments (an ablation): every mode of every experiment, with its
+    settings, its change against the baseline of the same experiment, and where it reached that
+    baseline's final loss."""
+    lines = [
+        "| experiment | SLM (steps, val log-ppl) | n_kd | w | transition | mode | seeds | final val log-ppl | "
+        "vs baseline | final val acc | reached baseline final (runs) | at % of steps (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for res in all_results:
+        cfg, modes = res["config"], res["modes"]
+        base = modes.get("baseline", {}).get("final_loss", {}).get("mean")
+        name = cfg.get("name") or Path(cfg["root"]).name
+        slm = f"{cfg['slm_preset']} ({cfg['slm_steps']}, {res['slm']['val_loss']:.3f})"
+        transition = cfg["kd_transition"]
+        if transition != "step":
+            transition += f" +{cfg['kd_transition_steps']}"
+        for mode, a in modes.items():
+            phase = "—" if mode == "baseline" else ("all" if mode == "kd_full" else f"{cfg['kd_fraction']:.0%}")
+            delta = "—" if base is None or mode == "baseline" else f"{a['final_loss']['mean'] - base:+.4f}"
+            reach = f"{a['reach_fraction_mean']:.0%}" if a["reach_fraction_mean"] is not None else "never"
+            lines.append(
+                f"| {name} | {slm} | {phase} | {'—' if mode == 'baseline' else cfg['kd_weight']} | "
+                f"{'—' if mode in ('baseline', 'kd_full') else transition} | {mode} | {a['n']} | "
+                f"{_pm(a['final_loss'], '.4f')} | {delta} | {_pm(a['final_acc'], '.2%')} | "
+                f"{a['reached']}/{a['n']} | {reach} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def plot_results(results: dict[str, Any], out: Path) -> None:
@@ -322,7 +409,8 @@ def run_experiment(cfg: ExperimentConfig, *, report: Callable[[str], None] = log
     """Run (or reuse) every stage and write ``results.json``, ``results.md`` and the plots into ``root``."""
     runs = run_all(cfg, report=report, progress=progress)
     results = collect(cfg, runs)
-    root = Path(cfg.root)
+    root = cfg.out
+    root.mkdir(parents=True, exist_ok=True)
     (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_results(results, root)
     (root / "results.md").write_text(results_markdown(results))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from shared.errors import SaltError
+from shared.cli import app
 from tests.conftest import make_corpus
 from trainer.experiment import ExperimentConfig, run_experiment
 from trainer.train import read_metrics
@@ -28,7 +31,8 @@ def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
     root = Path(cfg.root)
     results = json.loads((root / "results.json").read_text())
     assert {(r["mode"], r["seed"]) for r in results["runs"]} == {("baseline", 0), ("salt", 0), ("salt_ds", 0)}
-    selection = json.loads((root / "selection.json").read_text())
+    [record] = (root / "selections").glob("*.json")
+    selection = json.loads(record.read_text())
     assert selection["count"] == cfg.n_kd * cfg.batch_size and selection["pool"] == 40
     for row in results["runs"]:
         evals = [r for r in read_metrics(row["run"]) if r["kind"] == "eval"]
@@ -50,6 +54,32 @@ def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
     again = run_experiment(cfg, progress=False)
     assert [r["final_loss"] for r in again["runs"]] == [r["final_loss"] for r in results["runs"]]
 
+    # An ablation in the same root reuses the baseline and the SLM, and trains only what changed.
+    base_run = Path(base["run"])
+    before = (base_run / "summary.json").stat().st_mtime_ns
+    other = replace(cfg, name="nkd50", kd_fraction=0.5, modes=("baseline", "salt"))
+    ablation = run_experiment(other, progress=False)
+    assert (root / "nkd50" / "results.json").is_file() and (root / "nkd50" / "val_loss.png").is_file()
+    assert ablation["slm"]["run"] == results["slm"]["run"]
+    base2 = next(r for r in ablation["runs"] if r["mode"] == "baseline")
+    salt2 = next(r for r in ablation["runs"] if r["mode"] == "salt")
+    assert base2["run"] == base["run"] and (base_run / "summary.json").stat().st_mtime_ns == before
+    assert salt2["run"] != salt["run"] and salt2["steps"] == 10
+    assert json.loads((Path(salt2["run"]) / "summary.json").read_text())["config"]["n_kd"] == 5
+
+    # `salt ablations` puts both experiments in one table, each mode against its own baseline.
+    out = tmp_path / "ablations.md"
+    res = CliRunner().invoke(app, ["ablations", str(root), str(root / "nkd50" / "results.json"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    table = out.read_text()
+    assert table == res.output
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 5  # baseline, salt, salt_ds; then baseline, salt
+    assert rows[-1].startswith("| nkd50 |") and "| 50% |" in rows[-1]
+    assert f"{salt2['final_loss'] - base2['final_loss']:+.4f}" in rows[-1]
+    bad = CliRunner().invoke(app, ["ablations", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 1 and "cannot read experiment results" in bad.output
+
 
 def test_config_file_and_errors(tmp_path: Path) -> None:
     good = tmp_path / "exp.json"
@@ -62,3 +92,6 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
         ExperimentConfig.from_file(bad)
     with pytest.raises(SaltError, match="unknown mode"):
         ExperimentConfig(modes=("baseline", "magic"))
+    for name in ("../escape", "a/b", ".hidden"):
+        with pytest.raises(SaltError, match="plain folder name"):
+            ExperimentConfig(name=name)
