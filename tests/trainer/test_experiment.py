@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shared.errors import SaltError
 from shared.cli import app
+from shared.errors import SaltError
 from tests.conftest import make_corpus
 from trainer.experiment import ExperimentConfig, run_experiment
 from trainer.train import read_metrics
