@@ -194,8 +194,10 @@ def slm_dir(cfg: ExperimentConfig, ds: PackedDataset) -> Path:
 
 
 def slm_config(cfg: ExperimentConfig, ds: PackedDataset, out: str = "") -> TrainConfig:
+    # The SLM's curve matters less than the LLMs': about 8 evaluations over its run are enough.
     return TrainConfig(out=out, data=str(ds.path), preset=cfg.slm_preset, steps=cfg.slm_steps, seed=0,
-                       batch_size=cfg.batch_size, device=cfg.device, eval_every=cfg.eval_every,
+                       batch_size=cfg.batch_size, device=cfg.device,
+                       eval_every=max(cfg.eval_every, cfg.slm_steps // 8),
                        eval_windows=cfg.eval_windows, warmup_steps=min(cfg.warmup_steps, cfg.slm_steps))
 
 
