@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -306,6 +307,15 @@ def select_cmd(
         sel = select(client, pool, method, count=count, fraction=fraction, diversity=diversity, seed=seed)
     typer.echo(f"selection {sel['id']}: {sel['count']} windows ({method}, diversity {diversity})")
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``salt`` console script."""
+    """Entry point of the ``salt`` console script.
+
+    SIGTERM (``kill``, ``docker stop``) unwinds like an exception, so the selector service that
+    ``salt experiment`` and ``salt demo`` start as a child process is stopped with its parent.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app(args=argv if argv is not None else sys.argv[1:], prog_name="salt")

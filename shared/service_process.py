@@ -55,6 +55,14 @@ class ServiceProcess:
             [sys.executable, "-m", "selector_service", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env, stdout=subprocess.DEVNULL, stderr=self._log,
         )
+        try:
+            return self._wait_ready()
+        except BaseException:  # a failed start, Ctrl-C or SIGTERM while waiting: leave no service behind
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> ServiceProcess:
+        assert self.proc is not None
         headers = {"Authorization": f"Bearer {self.env['SALT_API_KEY']}"} if self.env.get("SALT_API_KEY") else {}
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
@@ -67,7 +75,6 @@ class ServiceProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        self.stop()
         raise SaltError(f"the selector service did not become ready within {self.start_timeout_s:.0f} s",
                         "check its log and the database")
 

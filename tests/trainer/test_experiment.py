@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -95,3 +99,48 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
     for name in ("../escape", "a/b", ".hidden"):
         with pytest.raises(SaltError, match="plain folder name"):
             ExperimentConfig(name=name)
+
+
+def _children(pid: int, needle: bytes) -> list[int]:
+    """Processes whose parent is ``pid`` and whose command line holds ``needle`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_sigterm_stops_the_service_it_started(tmp_path: Path) -> None:
+    cfg = tiny_experiment(tmp_path, modes=("salt",), llm_steps=2000)
+    config = tmp_path / "exp.json"
+    config.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}))
+    proc = subprocess.Popen([sys.executable, "-c", "from shared.cli import main; main()", "experiment",
+                             "--config", str(config), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        service: list[int] = []
+        while not service and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            service = _children(proc.pid, b"selector_service")
+        assert service, "the experiment never started its selector service"
+        while not list(Path(cfg.root).glob("runs/salt-*/metrics.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the service is up and the LLM is training against it
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        gone = time.monotonic() + 15
+        while Path(f"/proc/{service[0]}").exists() and time.monotonic() < gone:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{service[0]}").exists(), "the selector service outlived the experiment"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
