@@ -70,6 +70,11 @@ class ExperimentConfig:
     """Train windows the SLM scores for ``salt_ds`` (a seeded random subset of the train split)."""
     selection_diversity: str = "none"
     """Diversity of the ``salt_ds`` selection: none, kmeans or dedup."""
+    short_runs: tuple[str, ...] = ()
+    """Extra runs on a shorter budget, as ``mode@fraction`` (e.g. ``salt@0.8``: a ``salt`` run of 80% of
+    ``llm_steps`` with its own full learning-rate schedule and phase one of ``kd_fraction`` of its
+    steps). Their final loss, against the full baseline's, is the "same quality in fewer steps" test
+    for a user who plans the shorter run; ``baseline``, ``salt`` and ``kd_full`` can be shortened."""
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -82,12 +87,33 @@ class ExperimentConfig:
             raise SaltError(f"kd fraction must be in (0, 1], got {self.kd_fraction}", "use e.g. 0.2")
         if self.slm_steps < 1 or self.llm_steps < 1:
             raise SaltError("slm_steps and llm_steps must be at least 1", "set positive step counts")
+        self.arms  # noqa: B018 (validates short_runs)
         if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):
             raise SaltError(f"experiment name {self.name!r} must be a plain folder name", "use e.g. nkd-30")
 
     @property
     def n_kd(self) -> int:
-        return max(1, round(self.kd_fraction * self.llm_steps))
+        return self.kd_steps(self.llm_steps)
+
+    @property
+    def arms(self) -> list[tuple[str, str, int]]:
+        """(label, mode, steps) of every run kind: the modes on the full budget, then the short runs."""
+        arms = [(m, m, self.llm_steps) for m in self.modes]
+        for label in self.short_runs:
+            mode, _, frac = label.partition("@")
+            try:
+                f = float(frac)
+            except ValueError:
+                f = -1.0
+            if mode not in ("baseline", "salt", "kd_full") or not 0.0 < f < 1.0:
+                raise SaltError(f"bad short run {label!r}",
+                                "use mode@fraction with mode baseline, salt or kd_full and 0 < fraction < 1")
+            arms.append((label, mode, max(1, round(f * self.llm_steps))))
+        return arms
+
+    def kd_steps(self, steps: int) -> int:
+        """Phase-one steps of a run of ``steps`` steps."""
+        return max(1, round(self.kd_fraction * steps))
 
     @property
     def out(self) -> Path:
@@ -106,7 +132,7 @@ class ExperimentConfig:
         unknown = set(data) - known
         if unknown:
             raise SaltError(f"{p}: unknown setting(s) {', '.join(sorted(unknown))}", f"use: {', '.join(sorted(known))}")
-        for key in ("modes", "seeds"):
+        for key in ("modes", "seeds", "short_runs"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
@@ -219,36 +245,39 @@ def run_all(cfg: ExperimentConfig, *, report: Callable[[str], None] = log.info,
                               "eval_every": cfg.eval_every, "eval_windows": cfg.eval_windows}
     slm = slm_dir(cfg, ds)
     ensure_run(slm_config(cfg, ds, str(slm)), report, progress)
-    llm = {**common, "preset": cfg.llm_preset, "steps": cfg.llm_steps, "lr": cfg.lr,
-           "warmup_steps": min(cfg.warmup_steps, cfg.llm_steps)}
+    def llm(steps: int) -> dict[str, Any]:
+        return {**common, "preset": cfg.llm_preset, "steps": steps, "lr": cfg.lr,
+                "warmup_steps": min(cfg.warmup_steps, steps)}
+
     kd = {"kd_weight": cfg.kd_weight, "kd_transition": cfg.kd_transition, "kd_k": cfg.kd_k,
           "kd_transition_steps": cfg.kd_transition_steps}
     runs: dict[tuple[str, int], Path] = {}
     for seed in cfg.seeds:
-        if "baseline" in cfg.modes:
-            tcfg = TrainConfig(out="", mode="baseline", seed=seed, **llm)
-            out = run_dir(cfg, tcfg)
-            ensure_run(replace(tcfg, out=str(out)), report, progress)
-            runs[("baseline", seed)] = out
-    kd_modes = [m for m in cfg.modes if m != "baseline"]
-    if not kd_modes:
+        for label, mode, steps in cfg.arms:
+            if mode == "baseline":
+                tcfg = TrainConfig(out="", mode="baseline", seed=seed, **llm(steps))
+                out = run_dir(cfg, tcfg)
+                ensure_run(replace(tcfg, out=str(out)), report, progress)
+                runs[(label, seed)] = out
+    kd_arms = [arm for arm in cfg.arms if arm[1] != "baseline"]
+    if not kd_arms:
         return runs
     db = f"sqlite:///{(root / 'cache.sqlite').resolve()}"
     with ServiceProcess(slm / CKPT_DIR, db) as svc:
         report(f"selector service on {svc.url} (cache {root / 'cache.sqlite'})")
         selection = None
-        if "salt_ds" in kd_modes:
+        if "salt_ds" in cfg.modes:
             with SelectorClient(svc.url) as client:
                 selection = ensure_selection(cfg, client, ds, report, progress)
         for seed in cfg.seeds:
-            for mode in kd_modes:
-                extra: dict[str, Any] = {"n_kd": cfg.n_kd} if mode != "kd_full" else {}
+            for label, mode, steps in kd_arms:
+                extra: dict[str, Any] = {"n_kd": cfg.kd_steps(steps)} if mode != "kd_full" else {}
                 if mode == "salt_ds":
                     extra["selection"] = selection
-                tcfg = TrainConfig(out="", mode=mode, seed=seed, service_url=svc.url, **llm, **kd, **extra)
+                tcfg = TrainConfig(out="", mode=mode, seed=seed, service_url=svc.url, **llm(steps), **kd, **extra)
                 out = run_dir(cfg, tcfg, teacher=slm)
                 ensure_run(replace(tcfg, out=str(out)), report, progress)
-                runs[(mode, seed)] = out
+                runs[(label, seed)] = out
     return runs
 
 
@@ -281,18 +310,18 @@ def collect(cfg: ExperimentConfig, runs: dict[tuple[str, int], Path]) -> dict[st
             "final_loss": evals[-1][1], "final_acc": evals[-1][2],
             "step_70": _at_or_before(evals, at70)[0], "loss_70": _at_or_before(evals, at70)[1],
             "acc_70": _at_or_before(evals, at70)[2],
-            "reach_step": reach, "reach_fraction": reach / summary["steps"] if reach is not None else None,
+            "reach_step": reach, "reach_fraction": reach / cfg.llm_steps if reach is not None else None,
             "llm_s": summary.get("train_s", 0.0) - summary.get("data_wait_s", 0.0),
             "teacher_s": summary.get("teacher_s", 0.0), "stall": summary.get("data_stall_fraction", 0.0),
             "cache_hits": svc.get("cache_hits"), "slm_forwards": svc.get("slm_forward_passes"),
             "fallback_batches": summary.get("fallback_batches", 0),
         })
     modes: dict[str, Any] = {}
-    for mode in cfg.modes:
+    for mode, kind, steps in cfg.arms:
         mine = [r for r in rows if r["mode"] == mode]
         if not mine:
             continue
-        agg: dict[str, Any] = {"n": len(mine)}
+        agg: dict[str, Any] = {"n": len(mine), "mode": kind, "steps": steps}
         for key in ("final_loss", "final_acc", "loss_70", "acc_70", "llm_s", "teacher_s"):
             vals = np.array([r[key] for r in mine], dtype=float)
             agg[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
@@ -319,14 +348,15 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"`{cfg['slm_preset']}` ({cfg['slm_steps']} steps, val log-ppl {results['slm']['val_loss']:.4f}); "
         f"phase one {cfg['kd_fraction']:.0%} of the steps, w = {cfg['kd_weight']}, k = {cfg['kd_k']}, "
         f"transition {cfg['kd_transition']}; seeds {', '.join(map(str, cfg['seeds']))}. Mean ± std over seeds.", "",
-        "| mode | final val log-ppl | final val acc | val log-ppl at 70% | val acc at 70% | reached baseline "
-        "final (runs) | at % of steps (mean) | LLM time | teacher time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | steps | final val log-ppl | final val acc | val log-ppl at 70% | val acc at 70% | reached "
+        "baseline final (runs) | at % of the baseline's steps (mean) | LLM time | teacher time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, a in results["modes"].items():
         reach = f"{a['reach_fraction_mean']:.0%}" if a["reach_fraction_mean"] is not None else "—"
         lines.append(
-            f"| {mode} | {_pm(a['final_loss'], '.4f')} | {_pm(a['final_acc'], '.2%')} | {_pm(a['loss_70'], '.4f')} | "
+            f"| {mode} | {a.get('steps', cfg['llm_steps'])} | {_pm(a['final_loss'], '.4f')} | "
+            f"{_pm(a['final_acc'], '.2%')} | {_pm(a['loss_70'], '.4f')} | "
             f"{_pm(a['acc_70'], '.2%')} | {a['reached']}/{a['n']} | {reach} | {_pm(a['llm_s'], '.0f')} s | "
             f"{_pm(a['teacher_s'], '.0f')} s |"
         )
@@ -356,7 +386,7 @@ def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
     baseline's final loss."""
     lines = [
         "| experiment | SLM (steps, val log-ppl) | n_kd | w | transition | mode | seeds | final val log-ppl | "
-        "vs baseline | final val acc | reached baseline final (runs) | at % of steps (mean) |",
+        "vs baseline | final val acc | reached baseline final (runs) | at % of the baseline's steps (mean) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in all_results:
@@ -368,12 +398,13 @@ def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
         if transition != "step":
             transition += f" +{cfg['kd_transition_steps']}"
         for mode, a in modes.items():
-            phase = "—" if mode == "baseline" else ("all" if mode == "kd_full" else f"{cfg['kd_fraction']:.0%}")
+            kind = a.get("mode", mode)
+            phase = "—" if kind == "baseline" else ("all" if kind == "kd_full" else f"{cfg['kd_fraction']:.0%}")
             delta = "—" if base is None or mode == "baseline" else f"{a['final_loss']['mean'] - base:+.4f}"
             reach = f"{a['reach_fraction_mean']:.0%}" if a["reach_fraction_mean"] is not None else "never"
             lines.append(
-                f"| {name} | {slm} | {phase} | {'—' if mode == 'baseline' else cfg['kd_weight']} | "
-                f"{'—' if mode in ('baseline', 'kd_full') else transition} | {mode} | {a['n']} | "
+                f"| {name} | {slm} | {phase} | {'—' if kind == 'baseline' else cfg['kd_weight']} | "
+                f"{'—' if kind in ('baseline', 'kd_full') else transition} | {mode} | {a['n']} | "
                 f"{_pm(a['final_loss'], '.4f')} | {delta} | {_pm(a['final_acc'], '.2%')} | "
                 f"{a['reached']}/{a['n']} | {reach} |"
             )

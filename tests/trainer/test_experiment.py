@@ -61,8 +61,15 @@ def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
     # An ablation in the same root reuses the baseline and the SLM, and trains only what changed.
     base_run = Path(base["run"])
     before = (base_run / "summary.json").stat().st_mtime_ns
-    other = replace(cfg, name="nkd50", kd_fraction=0.5, modes=("baseline", "salt"))
+    other = replace(cfg, name="nkd50", kd_fraction=0.5, modes=("baseline", "salt"), short_runs=("salt@0.6",))
     ablation = run_experiment(other, progress=False)
+    short = next(r for r in ablation["runs"] if r["mode"] == "salt@0.6")
+    assert short["steps"] == 6 and ablation["modes"]["salt@0.6"]["steps"] == 6
+    assert json.loads((Path(short["run"]) / "summary.json").read_text())["config"]["n_kd"] == 3
+    short_evals = [r for r in read_metrics(short["run"]) if r["kind"] == "eval"]
+    assert short["final_loss"] == short_evals[-1]["val_loss"] and short_evals[-1]["step"] == 6
+    if short["reach_step"] is not None:  # reach is counted in the full baseline's steps
+        assert short["reach_fraction"] == short["reach_step"] / 10
     assert (root / "nkd50" / "results.json").is_file() and (root / "nkd50" / "val_loss.png").is_file()
     assert ablation["slm"]["run"] == results["slm"]["run"]
     base2 = next(r for r in ablation["runs"] if r["mode"] == "baseline")
@@ -78,9 +85,10 @@ def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
     table = out.read_text()
     assert table == res.output
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 5  # baseline, salt, salt_ds; then baseline, salt
-    assert rows[-1].startswith("| nkd50 |") and "| 50% |" in rows[-1]
-    assert f"{salt2['final_loss'] - base2['final_loss']:+.4f}" in rows[-1]
+    assert len(rows) == 6  # baseline, salt, salt_ds; then baseline, salt, salt@0.6
+    assert rows[-2].startswith("| nkd50 |") and "| 50% |" in rows[-2]
+    assert f"{salt2['final_loss'] - base2['final_loss']:+.4f}" in rows[-2]
+    assert "| salt@0.6 |" in rows[-1]
     bad = CliRunner().invoke(app, ["ablations", str(tmp_path / "nowhere")])
     assert bad.exit_code == 1 and "cannot read experiment results" in bad.output
 
@@ -96,6 +104,9 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
         ExperimentConfig.from_file(bad)
     with pytest.raises(SaltError, match="unknown mode"):
         ExperimentConfig(modes=("baseline", "magic"))
+    for short in ("salt_ds@0.5", "salt@1.5", "salt", "salt@x"):
+        with pytest.raises(SaltError, match="bad short run"):
+            ExperimentConfig(short_runs=(short,))
     for name in ("../escape", "a/b", ".hidden"):
         with pytest.raises(SaltError, match="plain folder name"):
             ExperimentConfig(name=name)
