@@ -377,6 +377,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise SaltError(f"cannot read experiment results {p}: {e}", "pass results.json files or their folders") from e
     if not isinstance(data, dict) or not {"config", "slm", "modes"} <= set(data):
         raise SaltError(f"{p} is not an experiment's results.json", "pass what `salt experiment` wrote")
+    if not data["config"].get("name"):  # unnamed: known by the folder it is in
+        data["config"]["name"] = p.resolve().parent.name
     return data
 
 
@@ -385,9 +387,9 @@ def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
     settings, its change against the baseline of the same experiment, and where it reached that
     baseline's final loss."""
     lines = [
-        "| experiment | SLM (steps, val log-ppl) | n_kd | w | transition | mode | seeds | final val log-ppl | "
+        "| experiment | SLM (steps, val log-ppl) | n_kd | w | transition | mode | steps | seeds | final val log-ppl | "
         "vs baseline | final val acc | reached baseline final (runs) | at % of the baseline's steps (mean) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in all_results:
         cfg, modes = res["config"], res["modes"]
@@ -404,7 +406,8 @@ def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
             reach = f"{a['reach_fraction_mean']:.0%}" if a["reach_fraction_mean"] is not None else "never"
             lines.append(
                 f"| {name} | {slm} | {phase} | {'—' if kind == 'baseline' else cfg['kd_weight']} | "
-                f"{'—' if kind in ('baseline', 'kd_full') else transition} | {mode} | {a['n']} | "
+                f"{'—' if kind in ('baseline', 'kd_full') else transition} | {mode} | "
+                f"{a.get('steps', cfg['llm_steps'])} | {a['n']} | "
                 f"{_pm(a['final_loss'], '.4f')} | {delta} | {_pm(a['final_acc'], '.2%')} | "
                 f"{a['reached']}/{a['n']} | {reach} |"
             )
@@ -452,7 +455,10 @@ def run_experiment(cfg: ExperimentConfig, *, report: Callable[[str], None] = log
 
 
 PRESETS: dict[str, ExperimentConfig] = {
-    "cpu-small": ExperimentConfig(root="runs/cpu-small"),
+    # Phase one of 40% and a k-means-diverse SALT_DS selection (see docs/results/cpu-small/ablations/);
+    # a baseline on 80% of the steps shows what cutting the budget costs without a teacher.
+    "cpu-small": ExperimentConfig(root="runs/cpu-small", kd_fraction=0.4, selection_diversity="kmeans",
+                                  short_runs=("baseline@0.8",)),
     "gpu-mid": ExperimentConfig(
         root="runs/gpu-mid", slm_preset="slm-mid", llm_preset="llm-mid", slm_steps=3000, llm_steps=3000,
         batch_size=64, seq_len=256, vocab_size=16384, eval_every=250, pool_windows=65536, seeds=(0,), lr=1e-3,
