@@ -336,8 +336,10 @@ def collect(cfg: ExperimentConfig, runs: dict[tuple[str, int], Path]) -> dict[st
             "runs": rows, "modes": modes}
 
 
-def _pm(m: dict[str, float], fmt: str) -> str:
-    return f"{format(m['mean'], fmt)} ± {format(m['std'], fmt)}"
+def _pm(a: dict[str, Any], key: str, fmt: str) -> str:
+    """Mean ± std over seeds; the value alone for one seed (a spread of one run is not zero, it is unknown)."""
+    m = a[key]
+    return format(m["mean"], fmt) if a["n"] == 1 else f"{format(m['mean'], fmt)} ± {format(m['std'], fmt)}"
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -355,10 +357,10 @@ def results_markdown(results: dict[str, Any]) -> str:
     for mode, a in results["modes"].items():
         reach = f"{a['reach_fraction_mean']:.0%}" if a["reach_fraction_mean"] is not None else "—"
         lines.append(
-            f"| {mode} | {a.get('steps', cfg['llm_steps'])} | {_pm(a['final_loss'], '.4f')} | "
-            f"{_pm(a['final_acc'], '.2%')} | {_pm(a['loss_70'], '.4f')} | "
-            f"{_pm(a['acc_70'], '.2%')} | {a['reached']}/{a['n']} | {reach} | {_pm(a['llm_s'], '.0f')} s | "
-            f"{_pm(a['teacher_s'], '.0f')} s |"
+            f"| {mode} | {a.get('steps', cfg['llm_steps'])} | {_pm(a, 'final_loss', '.4f')} | "
+            f"{_pm(a, 'final_acc', '.2%')} | {_pm(a, 'loss_70', '.4f')} | "
+            f"{_pm(a, 'acc_70', '.2%')} | {a['reached']}/{a['n']} | {reach} | {_pm(a, 'llm_s', '.0f')} s | "
+            f"{_pm(a, 'teacher_s', '.0f')} s |"
         )
     lines += ["", f"The SLM's training ({results['slm']['train_s']:.0f} s) is paid once and reused by every run; "
               "teacher time is the service's time answering phase-one label requests (a background thread).", "",
@@ -408,7 +410,7 @@ def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
                 f"| {name} | {slm} | {phase} | {'—' if kind == 'baseline' else cfg['kd_weight']} | "
                 f"{'—' if kind in ('baseline', 'kd_full') else transition} | {mode} | "
                 f"{a.get('steps', cfg['llm_steps'])} | {a['n']} | "
-                f"{_pm(a['final_loss'], '.4f')} | {delta} | {_pm(a['final_acc'], '.2%')} | "
+                f"{_pm(a, 'final_loss', '.4f')} | {delta} | {_pm(a, 'final_acc', '.2%')} | "
                 f"{a['reached']}/{a['n']} | {reach} |"
             )
     return "\n".join(lines) + "\n"
