@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.data import PackedDataset
 from trainer.experiment import ExperimentConfig, run_all, slm_dir
 from trainer.report import write_report
 
@@ -28,8 +27,7 @@ def run_demo(cfg: ExperimentConfig = DEMO, *, report: Callable[[str], None] = lo
         raise ValueError("the demo runs one seed; use `salt experiment` for several")
     runs = run_all(cfg, report=report, progress=progress)
     root = Path(cfg.root)
-    teacher = slm_dir(cfg, PackedDataset(root / "data"))
-    path = write_report([runs[(m, cfg.seeds[0])] for m in cfg.modes], root, teacher_run=teacher)
+    path = write_report([runs[(m, cfg.seeds[0])] for m in cfg.modes], root, teacher_run=slm_dir(cfg))
     for line in path.read_text().splitlines():
         if line.startswith("|"):
             report(line)

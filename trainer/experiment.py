@@ -116,6 +116,11 @@ class ExperimentConfig:
         return max(1, round(self.kd_fraction * steps))
 
     @property
+    def data_dir(self) -> Path:
+        """The prepared dataset every run of the root trains on."""
+        return Path(self.root) / "data"
+
+    @property
     def out(self) -> Path:
         """Where results.json, results.md and the plots go."""
         return Path(self.root) / self.name if self.name else Path(self.root)
@@ -142,7 +147,7 @@ class ExperimentConfig:
 
 
 def ensure_dataset(cfg: ExperimentConfig, report: Callable[[str], None]) -> PackedDataset:
-    path = Path(cfg.root) / "data"
+    path = cfg.data_dir
     if (path / "manifest.json").is_file():
         ds = PackedDataset(path)
         if ds.seq_len == cfg.seq_len and ds.manifest["corpus"]["source"] == cfg.source:
@@ -213,18 +218,23 @@ def _settings(tcfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in tcfg.to_dict().items() if k not in RESUMABLE_CHANGES}
 
 
-def slm_dir(cfg: ExperimentConfig, ds: PackedDataset) -> Path:
+def _common(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Settings every run of the experiment, SLM and LLMs, shares."""
+    return {"data": str(cfg.data_dir), "batch_size": cfg.batch_size, "device": cfg.device,
+            "eval_every": cfg.eval_every, "eval_windows": cfg.eval_windows}
+
+
+def slm_dir(cfg: ExperimentConfig) -> Path:
     """The SLM's folder: named by its preset, steps and a key of every setting that shapes it."""
-    tcfg = slm_config(cfg, ds)
-    return Path(cfg.root) / "slms" / f"{cfg.slm_preset}-{cfg.slm_steps}-{_key(_settings(tcfg))}"
+    key = _key(_settings(slm_config(cfg)))
+    return Path(cfg.root) / "slms" / f"{cfg.slm_preset}-{cfg.slm_steps}-{key}"
 
 
-def slm_config(cfg: ExperimentConfig, ds: PackedDataset, out: str = "") -> TrainConfig:
+def slm_config(cfg: ExperimentConfig, out: str = "") -> TrainConfig:
     # The SLM's curve matters less than the LLMs': about 8 evaluations over its run are enough.
-    return TrainConfig(out=out, data=str(ds.path), preset=cfg.slm_preset, steps=cfg.slm_steps, seed=0,
-                       batch_size=cfg.batch_size, device=cfg.device,
-                       eval_every=max(cfg.eval_every, cfg.slm_steps // 8),
-                       eval_windows=cfg.eval_windows, warmup_steps=min(cfg.warmup_steps, cfg.slm_steps))
+    return TrainConfig(**{**_common(cfg), "eval_every": max(cfg.eval_every, cfg.slm_steps // 8)}, out=out,
+                       preset=cfg.slm_preset, steps=cfg.slm_steps, seed=0,
+                       warmup_steps=min(cfg.warmup_steps, cfg.slm_steps))
 
 
 def run_dir(cfg: ExperimentConfig, tcfg: TrainConfig, teacher: Path | None = None) -> Path:
@@ -241,12 +251,11 @@ def run_all(cfg: ExperimentConfig, *, report: Callable[[str], None] = log.info,
     """Train the SLM and every (mode, seed) run; returns their folders."""
     root = Path(cfg.root)
     ds = ensure_dataset(cfg, report)
-    common: dict[str, Any] = {"data": str(ds.path), "batch_size": cfg.batch_size, "device": cfg.device,
-                              "eval_every": cfg.eval_every, "eval_windows": cfg.eval_windows}
-    slm = slm_dir(cfg, ds)
-    ensure_run(slm_config(cfg, ds, str(slm)), report, progress)
+    slm = slm_dir(cfg)
+    ensure_run(slm_config(cfg, str(slm)), report, progress)
+
     def llm(steps: int) -> dict[str, Any]:
-        return {**common, "preset": cfg.llm_preset, "steps": steps, "lr": cfg.lr,
+        return {**_common(cfg), "preset": cfg.llm_preset, "steps": steps, "lr": cfg.lr,
                 "warmup_steps": min(cfg.warmup_steps, steps)}
 
     kd = {"kd_weight": cfg.kd_weight, "kd_transition": cfg.kd_transition, "kd_k": cfg.kd_k,
@@ -329,7 +338,7 @@ def collect(cfg: ExperimentConfig, runs: dict[tuple[str, int], Path]) -> dict[st
         agg["reached"] = len(reached)
         agg["reach_fraction_mean"] = float(np.mean(reached)) if reached else None
         modes[mode] = agg
-    slm_run = slm_dir(cfg, PackedDataset(Path(cfg.root) / "data"))
+    slm_run = slm_dir(cfg)
     slm = json.loads((slm_run / SUMMARY).read_text())
     return {"config": asdict(cfg),
             "slm": {"run": str(slm_run), "val_loss": slm["val_loss"], "train_s": slm.get("train_s")},
