@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from shared.checkpoint import load_model, model_fingerprint
-from shared.device import resolve_device
+from shared.device import native_bf16, resolve_device
 from shared.errors import SaltError
 from shared.softlabels import labels_and_scores
 
@@ -37,22 +36,13 @@ class Computed:
     """(k, temperature) -> ids (L, k) int64, logprobs (L, k) float16, tail (L,) float16."""
 
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
     """The torch dtype of a precision setting, refusing bf16 where the hardware lacks it natively."""
     if precision == "fp32":
         return torch.float32
     if precision != "bf16":
         raise SaltError(f"unknown precision {precision!r}", "use fp32 or bf16")
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_has_native_bf16()
-    if not native:
+    if not native_bf16(device):
         raise SaltError(
             f"bf16 asked for but {device.type} has no native bf16 support (it would run many times slower)",
             "set SALT_PRECISION=fp32",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from shared.errors import SaltError
@@ -23,3 +25,31 @@ def resolve_device(name: str, *, fix: str = "use cpu") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SaltError(f"device {name} asked for but CUDA is not available", fix)
     return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is many times slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 natively."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes ``bf16`` where the device runs it natively and ``fp32`` elsewhere; ``fp32`` and
+    ``bf16`` are returned as they are (``bf16`` on a GPU without it is refused)."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise SaltError(f"unknown precision {precision!r}", "use auto, fp32 or bf16")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SaltError("bf16 requested but this GPU does not support it", "pass --precision fp32")
+    return precision

@@ -53,7 +53,8 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``."""
     precision: str = "auto"
-    """``auto`` (bf16 autocast on a GPU that supports it, fp32 otherwise), ``fp32`` or ``bf16``."""
+    """``auto`` (bf16 autocast where the device runs bf16 natively: a recent GPU, or a CPU with
+    AVX512-BF16 or AMX; fp32 otherwise), ``fp32`` or ``bf16``."""
     block_size: int | None = None
     """Model context; defaults to the dataset's seq_len, and may not be smaller than it."""
     kd_weight: float = 0.5

@@ -21,6 +21,7 @@ import numpy as np
 from shared.client import SelectorClient, SelectorError
 from shared.corpus import CorpusSpec
 from shared.data import PackedDataset
+from shared.device import resolve_device, resolve_precision
 from shared.errors import SaltError
 from shared.prepare import prepare
 from shared.service_process import ServiceProcess
@@ -76,6 +77,10 @@ class ExperimentConfig:
     steps). Their final loss, against the full baseline's, is the "same quality in fewer steps" test
     for a user who plans the shorter run; ``baseline``, ``salt`` and ``kd_full`` can be shortened."""
     device: str = "auto"
+    precision: str = "auto"
+    """``auto`` (bf16 autocast where the device runs bf16 natively, fp32 elsewhere), ``fp32`` or ``bf16``;
+    the SLM, every LLM run and the selector service use it, and run folders are named by what it
+    resolves to."""
 
     def __post_init__(self) -> None:
         unknown = set(self.modes) - set(MODES)
@@ -87,9 +92,16 @@ class ExperimentConfig:
             raise SaltError(f"kd fraction must be in (0, 1], got {self.kd_fraction}", "use e.g. 0.2")
         if self.slm_steps < 1 or self.llm_steps < 1:
             raise SaltError("slm_steps and llm_steps must be at least 1", "set positive step counts")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise SaltError(f"unknown precision {self.precision!r}", "use auto, fp32 or bf16")
         self.arms  # noqa: B018 (validates short_runs)
         if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):
             raise SaltError(f"experiment name {self.name!r} must be a plain folder name", "use e.g. nkd-30")
+
+    @property
+    def resolved_precision(self) -> str:
+        """``fp32`` or ``bf16``: what ``precision`` means on this machine's ``device``."""
+        return resolve_precision(self.precision, resolve_device(self.device))
 
     @property
     def n_kd(self) -> int:
@@ -187,7 +199,7 @@ def ensure_selection(cfg: ExperimentConfig, client: SelectorClient, ds: PackedDa
                         "raise pool_windows or lower the phase-one steps")
     info = client.model_info()
     wanted = {"model_fingerprint": info["fingerprint"], "count": budget, "pool": n,
-              "diversity": cfg.selection_diversity}
+              "diversity": cfg.selection_diversity, "precision": info["precision"]}
     record = Path(cfg.root) / "selections" / f"{_key(wanted)}.json"
     if record.is_file():
         saved = json.loads(record.read_text())
@@ -221,7 +233,7 @@ def _settings(tcfg: TrainConfig) -> dict[str, Any]:
 def _common(cfg: ExperimentConfig) -> dict[str, Any]:
     """Settings every run of the experiment, SLM and LLMs, shares."""
     return {"data": str(cfg.data_dir), "batch_size": cfg.batch_size, "device": cfg.device,
-            "eval_every": cfg.eval_every, "eval_windows": cfg.eval_windows}
+            "eval_every": cfg.eval_every, "eval_windows": cfg.eval_windows, "precision": cfg.resolved_precision}
 
 
 def slm_dir(cfg: ExperimentConfig) -> Path:
@@ -272,7 +284,8 @@ def run_all(cfg: ExperimentConfig, *, report: Callable[[str], None] = log.info,
     if not kd_arms:
         return runs
     db = f"sqlite:///{(root / 'cache.sqlite').resolve()}"
-    with ServiceProcess(slm / CKPT_DIR, db) as svc:
+    service_env = {"SALT_DEVICE": cfg.device, "SALT_PRECISION": cfg.resolved_precision}
+    with ServiceProcess(slm / CKPT_DIR, db, env=service_env) as svc:
         report(f"selector service on {svc.url} (cache {root / 'cache.sqlite'})")
         selection = None
         if "salt_ds" in cfg.modes:

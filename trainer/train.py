@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from shared.data import PackedDataset
+from shared.device import resolve_precision
 from shared.errors import SaltError
 from shared.model import GPT, GPTConfig
 from shared.softlabels import SoftLabels
@@ -33,12 +34,9 @@ SUMMARY = "summary.json"
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
-    """bf16 autocast where the device runs it natively; fp32 (no autocast) otherwise."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        if precision == "bf16":
-            raise SaltError("bf16 requested but this GPU does not support it", "pass --precision fp32")
+    """bf16 autocast for ``bf16``, and for ``auto`` where the device runs bf16 natively (recent GPUs; CPUs
+    with AVX512-BF16 or AMX, where it is about twice as fast as fp32); no autocast otherwise."""
+    if resolve_precision(precision, device) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

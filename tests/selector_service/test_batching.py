@@ -41,7 +41,7 @@ def test_tokens_per_forward_are_bounded(tiny_checkpoint: Path, sqlite_url: str, 
 def test_bf16_is_part_of_the_key_where_native(
     tiny_checkpoint: Path, sqlite_url: str, windows: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_mod, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(engine_mod, "native_bf16", lambda device: True)
     body = {"windows": windows[:2].tolist(), "k": 4}
     with make_client(tiny_checkpoint, sqlite_url) as c:
         fp32 = c.post("/v1/soft-labels", json=body).json()
@@ -57,7 +57,7 @@ def test_bf16_is_part_of_the_key_where_native(
 def test_bf16_refused_without_native_support(
     tiny_checkpoint: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_mod, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(engine_mod, "native_bf16", lambda device: False)
     with pytest.raises(SaltError, match="native bf16"), make_client(tiny_checkpoint, sqlite_url, precision="bf16"):
         pass
 
