@@ -27,7 +27,8 @@ def run_demo(cfg: ExperimentConfig = DEMO, *, report: Callable[[str], None] = lo
         raise ValueError("the demo runs one seed; use `salt experiment` for several")
     runs = run_all(cfg, report=report, progress=progress)
     root = Path(cfg.root)
-    path = write_report([runs[(m, cfg.seeds[0])] for m in cfg.modes], root, teacher_run=slm_dir(cfg))
+    path = write_report([runs[(m, cfg.seeds[0])] for m in cfg.modes], root, teacher_run=slm_dir(cfg),
+                        labels=list(cfg.modes))
     for line in path.read_text().splitlines():
         if line.startswith("|"):
             report(line)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ def plot_curves(runs: list[RunResult], path: Path) -> None:
 
 def write_report(
     run_paths: list[str | Path], out: str | Path, *, baseline: str | None = None, teacher_run: str | Path | None = None,
+    labels: list[str] | None = None,
 ) -> Path:
     """Write ``report.md`` and ``curves.png`` into ``out`` from the runs' saved metrics.
 
@@ -124,10 +125,15 @@ def write_report(
         out: folder for the report.
         baseline: name of the baseline run (default: the first run whose mode is ``baseline``).
         teacher_run: the SLM's run folder, whose training time is shown apart.
+        labels: names for the runs in the table and the plots (default: their folder names).
     """
     if not run_paths:
         raise SaltError("no runs given", "pass one or more run folders")
     runs = [load_run(p) for p in run_paths]
+    if labels is not None:
+        if len(labels) != len(runs) or len(set(labels)) != len(labels):
+            raise SaltError(f"{len(labels)} labels for {len(runs)} runs", "give one distinct label per run")
+        runs = [replace(r, name=label) for r, label in zip(runs, labels, strict=True)]
     base = next((r for r in runs if r.name == baseline), None) if baseline else next(
         (r for r in runs if r.summary["mode"] == "baseline"), None)
     if baseline and base is None:

@@ -39,6 +39,14 @@ def test_report_numbers_come_from_the_metrics(tiny_dataset: PackedDataset, tmp_p
     # The baseline reaches its own final loss at its last evaluation at the latest.
     assert load_run(runs[0]).first_step_at_or_below(base_final["val_loss"]) <= 6
 
+    # Labels name the rows (the experiment's run folders carry hashed names); one per run, distinct.
+    labelled = write_report(runs, tmp_path / "rep2", labels=["plain", "taught"]).read_text()
+    rows = {line.split("|")[1].strip(): line for line in labelled.splitlines() if line.startswith("| ")}
+    assert "Baseline: plain." in labelled and f"{other.final_loss:.4f}" in rows["taught"]
+    for bad in (["one"], ["same", "same"]):
+        with pytest.raises(SaltError, match="labels for"):
+            write_report(runs, tmp_path / "rep3", labels=bad)
+
 
 def test_report_refuses_unfinished_runs(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
