@@ -110,6 +110,22 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
     for name in ("../escape", "a/b", ".hidden"):
         with pytest.raises(SaltError, match="plain folder name"):
             ExperimentConfig(name=name)
+    with pytest.raises(SaltError, match="unknown precision"):
+        ExperimentConfig(precision="fp8")
+
+
+def test_run_folders_are_named_by_the_resolved_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import device as device_mod
+    from trainer.experiment import slm_dir
+
+    cfg = ExperimentConfig(root=str(tmp_path), device="cpu")
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    assert cfg.resolved_precision == "bf16"
+    auto_bf16 = slm_dir(cfg)
+    assert slm_dir(replace(cfg, precision="bf16")) == auto_bf16  # the same runs: reused
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+    assert cfg.resolved_precision == "fp32"
+    assert slm_dir(cfg) == slm_dir(replace(cfg, precision="fp32")) != auto_bf16  # other numerics: other runs
 
 
 def _children(pid: int, needle: bytes) -> list[int]:
