@@ -17,8 +17,10 @@ from trainer.report import write_report
 
 log = logging.getLogger(__name__)
 
-DEMO = ExperimentConfig(root="runs/demo", modes=("baseline", "salt", "salt_ds"), seeds=(0,), eval_every=50)
-"""The demo's sizes: about 15 minutes on a 2-core CPU."""
+DEMO = ExperimentConfig(root="runs/demo", modes=("baseline", "salt", "salt_ds"), seeds=(0,), eval_every=50,
+                        selection_diversity="kmeans")
+"""The demo's sizes: about 6.5 minutes on 2 CPU cores with native bf16 (about 14 in fp32). Its salt_ds selection
+is spread over k-means clusters: plain top scores pick docstring prose on this corpus (docs/results)."""
 
 
 def run_demo(cfg: ExperimentConfig = DEMO, *, report: Callable[[str], None] = log.info, progress: bool = True) -> Path:
