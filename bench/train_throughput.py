@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from shared.corpus import CorpusSpec  # noqa: E402
 from shared.data import PackedDataset  # noqa: E402
-from shared.device import resolve_device, resolve_precision  # noqa: E402
+from shared.device import PRECISIONS, resolve_device, resolve_precision  # noqa: E402
 from shared.model import GPT, GPTConfig  # noqa: E402
 from shared.prepare import prepare  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precisions", nargs="+", default=["auto"], choices=PRECISIONS,
                    help="each preset is timed in each; 'vs first' is tokens/s against the first precision")
     args = p.parse_args()
     device = resolve_device(args.device)

@@ -8,6 +8,9 @@ import torch
 
 from shared.errors import SaltError
 
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Precision settings the trainer, experiments and benchmarks accept."""
+
 
 def resolve_device(name: str, *, fix: str = "use cpu") -> torch.device:
     """``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``; refuses CUDA where there is none.
@@ -48,7 +51,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     ``bf16`` are returned as they are (``bf16`` on a GPU without it is refused)."""
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
-    if precision not in ("fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise SaltError(f"unknown precision {precision!r}", "use auto, fp32 or bf16")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise SaltError("bf16 requested but this GPU does not support it", "pass --precision fp32")

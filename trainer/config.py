@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from shared.device import PRECISIONS
 from shared.model import PRESETS
 
 MODES = ("baseline", "salt", "salt_ds", "kd_full")
@@ -116,7 +117,7 @@ class TrainConfig:
             raise ValueError("mode salt_ds needs a stored selection: pass its id (--selection)")
         if self.prefetch_depth < 1 or self.retry_deadline_s < 0:
             raise ValueError("prefetch_depth must be >= 1 and retry_deadline_s >= 0")
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
 
     @property

@@ -21,7 +21,7 @@ import numpy as np
 from shared.client import SelectorClient, SelectorError
 from shared.corpus import CorpusSpec
 from shared.data import PackedDataset
-from shared.device import resolve_device, resolve_precision
+from shared.device import PRECISIONS, resolve_device, resolve_precision
 from shared.errors import SaltError
 from shared.prepare import prepare
 from shared.service_process import ServiceProcess
@@ -92,7 +92,7 @@ class ExperimentConfig:
             raise SaltError(f"kd fraction must be in (0, 1], got {self.kd_fraction}", "use e.g. 0.2")
         if self.slm_steps < 1 or self.llm_steps < 1:
             raise SaltError("slm_steps and llm_steps must be at least 1", "set positive step counts")
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise SaltError(f"unknown precision {self.precision!r}", "use auto, fp32 or bf16")
         self.arms  # noqa: B018 (validates short_runs)
         if self.name and (Path(self.name).name != self.name or self.name.startswith(".")):
