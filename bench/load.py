@@ -3,7 +3,7 @@
     .venv/bin/python bench/load.py [--clients 32] [--requests 2000] [--rounds 2] [--batch 4] [--hit-fraction 0.5]
 
 Builds a random-init checkpoint (as bench/service.py does), starts the service on 127.0.0.1 with an API
-key and a SQLite cache (``shared.service_process.ServiceProcess``), scores a warm set once, then runs
+key and a SQLite cache (``trainer.service_process.ServiceProcess``), scores a warm set once, then runs
 ``--rounds`` identical rounds: ``--clients`` asyncio clients share ``--requests`` requests, alternately
 ``/v1/scores`` and ``/v1/soft-labels``, each of ``--batch`` windows, all from the warm set (hits) with
 probability ``--hit-fraction`` and otherwise new random windows (misses). Prints per round: errors, p50/p99
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared.client import parse_metrics  # noqa: E402
-from shared.service_process import ServiceProcess  # noqa: E402
+from trainer.service_process import ServiceProcess  # noqa: E402
 
 KEY = "load-test-key"
 

@@ -1,13 +1,16 @@
 """Benchmark of the selector service against an in-process forward of the same checkpoint.
 
     .venv/bin/python bench/service.py [--preset slm] [--seq-len 128] [--clients 8] [--requests 8] [--batch 8]
+    .venv/bin/python bench/service.py --hf llama [--hf-width 256] [--hf-layers 4]   # a Hugging Face SLM
 
-Builds a random-init checkpoint on a small corpus (Python standard library files), starts the service
+Builds a random-init checkpoint on a small corpus (Python standard library files) -- the project's GPT
+preset, or with ``--hf`` a Llama-architecture Hugging Face model folder --, starts the service
 (``python -m selector_service``, SQLite cache) and prints, in one run:
   - service windows/s (cold cache, ``--clients`` concurrent clients) / in-process windows/s (the same
-    labels + scores computed by the service's engine, best of two batch sizes and of the main thread
-    and a worker thread);
-  - cache-hit windows/s / compute windows/s;
+    labels + scores computed by the service's SLM runner, best of two batch sizes and of the main thread
+    and a worker thread); with ``--hf`` also / the bare ``transformers`` forward (``model(input_ids).logits``,
+    loaded with ``AutoModelForCausalLM``) on the same windows;
+  - cache-hit windows/s (labels asked by hash, as the trainer asks) / compute windows/s;
   - bytes per token stored (cache blobs) and on the wire (JSON vs binary), and decode time of each;
   - p50/p99 request latency, computing and from the cache.
 """
@@ -34,18 +37,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selector_service.engine import Engine, Work  # noqa: E402
+from selector_service.cache.slm import SLMRunner, Work  # noqa: E402
 from shared.checkpoint import save_model  # noqa: E402
 from shared.client import AsyncSelectorClient, SelectorClient  # noqa: E402
 from shared.corpus import CorpusSpec  # noqa: E402
-from shared.hashing import window_hash  # noqa: E402
+from shared.hashing import window_digests, window_hash  # noqa: E402
+from shared.hf import new_hf, save_hf  # noqa: E402
 from shared.model import GPT, GPTConfig  # noqa: E402
 from shared.prepare import prepare  # noqa: E402
-from shared.softlabels import WIRE_MEDIA_TYPE, decode_wire  # noqa: E402
+from shared.wire import WIRE_MEDIA_TYPE, decode_wire  # noqa: E402
 
 
-def build(work: Path, preset: str, seq_len: int, vocab: int, n_windows: int) -> tuple[Path, np.ndarray]:
-    """A corpus of stdlib files, its packed dataset and a random-init checkpoint; returns (ckpt, windows)."""
+def build(work: Path, preset: str, seq_len: int, vocab: int, n_windows: int,
+          hf: tuple[int, int] | None = None) -> tuple[Path, np.ndarray]:
+    """A corpus of stdlib files, its packed dataset and a random-init checkpoint (a Llama folder of
+    ``hf = (width, layers)``); returns (ckpt, windows)."""
     corpus = work / "corpus"
     corpus.mkdir()
     files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
@@ -62,23 +68,51 @@ def build(work: Path, preset: str, seq_len: int, vocab: int, n_windows: int) -> 
         raise SystemExit(f"corpus gave only {len(windows)} windows, need {n_windows}")
     tok = ds.tokenizer()
     torch.manual_seed(0)
+    if hf is not None:
+        save_hf(work / "ckpt", new_hf(llama_config(work / "config", tok.get_vocab_size(), seq_len, *hf),
+                                      tok.get_vocab_size()), tok, ds.eot_id)
+        return work / "ckpt", windows
     cfg = GPTConfig.from_preset(preset, vocab_size=tok.get_vocab_size(), block_size=seq_len)
     save_model(work / "ckpt", GPT(cfg), tok)
     return work / "ckpt", windows
 
 
+def llama_config(folder: Path, vocab: int, context: int, width: int, layers: int) -> Path:
+    """config.json of a Llama-architecture model (heads of 64, 4 key-value heads, SwiGLU 8/3 wide)."""
+    import transformers as tf
+
+    heads = max(1, width // 64)
+    cfg = tf.LlamaConfig(vocab_size=vocab, hidden_size=width, intermediate_size=64 * round(width * 8 / 3 / 64),
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=min(4, heads),
+                         max_position_embeddings=context, tie_word_embeddings=False)
+    cfg.save_pretrained(str(folder))
+    return folder / "config.json"
+
+
 def in_process(ckpt: Path, windows: np.ndarray, batch: int, k: int) -> tuple[float, float]:
-    """(windows/s of labels + scores through the engine, windows/s of the bare model forward)."""
-    engine = Engine(str(ckpt))
-    engine.warmup()
+    """(windows/s of labels + scores through the SLM runner, windows/s of the bare model forward: for a
+    Hugging Face folder ``transformers``' own, loaded with AutoModelForCausalLM)."""
+    slm = SLMRunner(str(ckpt))
+    slm.warmup()
     chunks = [windows[i : i + batch] for i in range(0, len(windows), batch)]
     t0 = time.perf_counter()
     for c in chunks:
-        engine.run([Work(window_hash(w), w, {(k, 1.0)}) for w in c])
+        slm.run([Work(window_hash(w), w, {(k, 1.0)}) for w in c])
     full = len(windows) / (time.perf_counter() - t0)
+    forward = slm.forward_logits
+    if slm.kind == "hf":
+        import transformers as tf
+
+        model = tf.AutoModelForCausalLM.from_pretrained(str(ckpt), local_files_only=True).eval()
+
+        def forward(c: np.ndarray) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(input_ids=torch.from_numpy(c[:, :-1])).logits
+
+        forward(chunks[0])  # warm-up
     t0 = time.perf_counter()
     for c in chunks:
-        engine.forward_logits(c)
+        forward(c)
     bare = len(windows) / (time.perf_counter() - t0)
     return full, bare
 
@@ -100,23 +134,29 @@ def start_service(ckpt: Path, db: str) -> tuple[subprocess.Popen, str]:
     return proc, base
 
 
-async def hammer(base: str, requests: list[np.ndarray], clients: int, k: int) -> tuple[float, list[float]]:
-    """Send every request (binary labels) with ``clients`` concurrent clients; (seconds, latencies)."""
+async def hammer(base: str, requests: list[np.ndarray], clients: int, k: int,
+                 by_hash: bool = False) -> tuple[float, list[float]]:
+    """Send every request (binary labels; asked by hash when ``by_hash``, each client's connection and check of
+    /v1/model made first, as once per training run) with ``clients`` concurrent clients; (seconds, latencies)."""
     queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
     for r in requests:
         queue.put_nowait(r)
     latencies: list[float] = []
 
-    async def worker() -> None:
-        async with AsyncSelectorClient(base, timeout=300) as c:
+    async def worker(c: AsyncSelectorClient) -> None:
+        async with c:
             while not queue.empty():
                 batch = queue.get_nowait()
                 t0 = time.perf_counter()
-                await c.soft_labels(batch, k=k)
+                await (c.soft_labels_by_hash(window_digests(batch), batch, k=k) if by_hash else
+                       c.soft_labels(batch, k=k))
                 latencies.append(time.perf_counter() - t0)
 
+    cs = [AsyncSelectorClient(base, timeout=300) for _ in range(clients)]
+    for c in cs if by_hash else []:
+        await c.soft_labels_by_hash(window_digests(requests[0][:1]), requests[0][:1], k=k)
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    await asyncio.gather(*(worker(c) for c in cs))
     return time.perf_counter() - t0, latencies
 
 
@@ -140,20 +180,25 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="windows per request")
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2, help="alternating in-process/service runs (best kept)")
+    p.add_argument("--hf", choices=["llama"], help="serve a random-init Hugging Face model of this architecture")
+    p.add_argument("--hf-width", type=int, default=256)
+    p.add_argument("--hf-layers", type=int, default=4)
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     n = args.clients * args.requests * args.batch
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ckpt, windows = build(work, args.preset, args.seq_len, args.vocab, n)
+        hf = (args.hf_width, args.hf_layers) if args.hf else None
+        ckpt, windows = build(work, args.preset, args.seq_len, args.vocab, n, hf)
         tokens = n * args.seq_len
-        print(f"checkpoint: preset {args.preset}, vocab {args.vocab}, seq_len {args.seq_len}, "
+        model = f"Hugging Face {args.hf}, width {args.hf_width}, {args.hf_layers} layers" if hf else args.preset
+        print(f"checkpoint: {model}, vocab {args.vocab}, seq_len {args.seq_len}, "
               f"{n} windows ({args.clients} clients x {args.requests} requests x {args.batch} windows), k={args.k}, "
               f"torch threads {torch.get_num_threads()}")
 
         # In-process and service runs alternate --repeats times and the best of each is kept, so load from
-        # other processes on a shared machine hits both alike. The baseline is the in-process engine's best
+        # other processes on a shared machine hits both alike. The baseline is the in-process SLM runner's best
         # over per-request and coalesced batch sizes, on the main thread and on a worker thread as in the
         # service (torch's speed differs between the two on some machines).
         sizes = sorted({args.batch, args.clients * args.batch})
@@ -179,7 +224,7 @@ def main() -> None:
                 colds.append((n / cold_s, cold_s, cold_lat, client_cpu, service_cpu, fwd_s))
                 if rep < args.repeats - 1:
                     continue
-                hot_s, hot_lat = asyncio.run(hammer(base, requests, args.clients, args.k))
+                hot_s, hot_lat = asyncio.run(hammer(base, requests, args.clients, args.k, by_hash=True))
                 with SelectorClient(base) as c:
                     m = c.metrics()
                     body = {"windows": requests[0].tolist(), "k": args.k}
@@ -220,8 +265,13 @@ def main() -> None:
     req_tokens = args.batch * args.seq_len
 
     hot = n / hot_s
-    print(f"in-process (engine: forward + labels + scores): {inproc:9.1f} windows/s   (bare forward {bare:.1f}; "
+    print(f"in-process (SLM runner: forward + labels + scores): {inproc:9.1f} windows/s   (bare forward {bare:.1f}; "
           f"main thread {main_best[0]:.1f}, worker thread {thread_best[0]:.1f})")
+    if hf:
+        bare_best = max(max(main_runs.values(), key=lambda r: r[1])[1], max(thread_runs.values(),
+                                                                             key=lambda r: r[1])[1])
+        print(f"in-process transformers forward (logits only):   {bare_best:9.1f} windows/s   "
+              f"ratio service/transformers = {cold / bare_best:.2f} (goal >= 0.9)")
     print("  in-process by batch size (windows/s, main/worker thread): " + ", ".join(
         f"{b}: {main_runs[b][0]:.1f}/{thread_runs[b][0]:.1f}" for b in sizes))
     print(f"service, cold cache, {args.clients} clients:         {cold:9.1f} windows/s   "
@@ -230,7 +280,8 @@ def main() -> None:
     print("  service runs (windows/s): " + ", ".join(f"{c[0]:.1f}" for c in colds))
     print(f"  CPU during the cold run: service {service_cpu:.1f} s, clients {client_cpu:.1f} s, "
           f"wall {cold_s:.1f} s on {os.cpu_count()} CPUs")
-    print(f"service, all cache hits:                 {hot:9.1f} windows/s   ratio hit/compute = {hot / cold:.1f}")
+    print(f"service, all cache hits (by hash):       {hot:9.1f} windows/s   ratio hit/compute = {hot / cold:.1f} "
+          "(goal >= 20)")
     print(f"latency compute: p50 {pct(cold_lat, 50):.1f} ms  p99 {pct(cold_lat, 99):.1f} ms   "
           f"cache hits: p50 {pct(hot_lat, 50):.1f} ms  p99 {pct(hot_lat, 99):.1f} ms")
     print(f"stored bytes/token: labels {stored / tokens:.1f} (k={args.k}), scores+embedding "

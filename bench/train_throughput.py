@@ -29,7 +29,8 @@ from shared.device import PRECISIONS, resolve_device, resolve_precision  # noqa:
 from shared.model import GPT, GPTConfig  # noqa: E402
 from shared.prepare import prepare  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.train import read_metrics, train  # noqa: E402
+from trainer.recipe import train  # noqa: E402
+from trainer.recipe.metrics import read_metrics  # noqa: E402
 
 
 def matmul_flops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
@@ -79,7 +80,7 @@ def main() -> None:
             first = None
             for precision in args.precisions:
                 out = Path(tmp) / f"{preset}-{precision}"
-                cfg = TrainConfig(data=str(ds.path), out=str(out), preset=preset, steps=args.steps,
+                cfg = TrainConfig.of(data=str(ds.path), out=str(out), preset=preset, steps=args.steps,
                                   batch_size=args.batch_size, warmup_steps=1, eval_every=10**6, eval_windows=1,
                                   ckpt_every=10**6, device=args.device, precision=precision)
                 train(cfg, progress=False)

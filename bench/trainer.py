@@ -22,9 +22,10 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 from shared.corpus import CorpusSpec  # noqa: E402
 from shared.data import PackedDataset  # noqa: E402
 from shared.prepare import prepare  # noqa: E402
-from shared.service_process import ServiceProcess  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.train import read_metrics, train  # noqa: E402
+from trainer.recipe import train  # noqa: E402
+from trainer.recipe.metrics import read_metrics  # noqa: E402
+from trainer.service_process import ServiceProcess  # noqa: E402
 
 
 def step_times(run: Path, skip: int) -> list[float]:
@@ -50,13 +51,13 @@ def main() -> None:
             CorpusSpec(max_docs=150), root / "data", seq_len=128, vocab_size=8192, report=lambda _m: None)
         common = dict(data=str(ds.path), steps=args.steps, batch_size=args.batch_size, warmup_steps=1,
                       eval_every=10**6, eval_windows=16, ckpt_every=10**6, device=args.device)
-        slm = TrainConfig(out=str(root / "slm"), preset=args.slm, **{**common, "steps": args.slm_steps})
+        slm = TrainConfig.of(out=str(root / "slm"), preset=args.slm, **{**common, "steps": args.slm_steps})
         train(slm, progress=False)
-        base = train(TrainConfig(out=str(root / "baseline"), preset=args.llm, **common), progress=False)
+        base = train(TrainConfig.of(out=str(root / "baseline"), preset=args.llm, **common), progress=False)
         with ServiceProcess(root / "slm" / "checkpoint", f"sqlite:///{root / 'cache.sqlite'}") as svc:
             kd = dict(common, preset=args.llm, mode="kd_full", service_url=svc.url, kd_k=args.k)
-            cold = train(TrainConfig(out=str(root / "cold"), **kd), progress=False)
-            warm = train(TrainConfig(out=str(root / "warm"), **kd), progress=False)
+            cold = train(TrainConfig.of(out=str(root / "cold"), **kd), progress=False)
+            warm = train(TrainConfig.of(out=str(root / "warm"), **kd), progress=False)
 
         t_base = statistics.median(step_times(root / "baseline", skip))
         print(f"dataset: {len(ds.train)} train windows of {ds.seq_len + 1}; LLM {args.llm}, SLM {args.slm}, "

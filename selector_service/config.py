@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.device import ResolvedPrecision
 from shared.errors import SaltError
+from shared.labels import MAX_K
 
 
 class Settings(BaseSettings):
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     and answer 503 until it is back)."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: ResolvedPrecision = "fp32"
     """Inference precision; bf16 only where the device supports it natively (checked at start-up)."""
     torch_threads: int = Field(0, ge=0, le=256)
     """Intra-op CPU threads for the forward pass (0: torch's default)."""
@@ -42,9 +43,9 @@ class Settings(BaseSettings):
     """Largest request body accepted."""
     max_text_chars: int = Field(200_000, ge=1)
     """Longest text accepted in a request."""
-    default_k: int = Field(32, ge=1, le=256)
+    default_k: int = Field(32, ge=1, le=MAX_K)
     """k used when a request does not give one (and for labels stored alongside scores)."""
-    max_k: int = Field(256, ge=1, le=256)
+    max_k: int = Field(MAX_K, ge=1, le=MAX_K)
     """Largest k a request may ask for (never more than the vocabulary)."""
     max_batch_tokens: int = Field(8192, ge=1)
     """Most tokens in one forward pass (dynamic batching)."""
@@ -57,9 +58,14 @@ class Settings(BaseSettings):
     warmup: bool = True
     """Run one dummy forward at start-up so the first request is not slow."""
     job_chunk_windows: int = Field(256, ge=1, le=65536)
-    """Windows a scoring job feeds to the compute path at a time (progress is saved after each chunk)."""
+    """Windows per chunk of a scoring job (the unit replicas lease; progress is saved after each chunk)."""
     job_pause_s: float = Field(0.0, ge=0.0, le=60.0)
     """Pause of a scoring job between chunks (leaves the model to interactive requests)."""
+    job_lease_s: float = Field(30.0, ge=0.5, le=3600.0)
+    """Lease of a scoring job's chunk: renewed every third of it while a replica works on the chunk; a chunk
+    whose lease ran out (its replica died) is taken by another replica."""
+    job_poll_s: float = Field(2.0, ge=0.05, le=300.0)
+    """How often a replica looks for open jobs of its model (started by any replica) to work on."""
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -27,15 +27,20 @@ TOKENIZER = "tokenizer.json"
 TIED = "lm_head.weight"  # tied to wte.weight; stored once
 
 
-def save_model(folder: str | Path, model: GPT, tok: Tokenizer, *, extra: dict[str, Any] | None = None) -> None:
+def save_model(folder: str | Path, model: GPT, tok: Tokenizer, *, extra: dict[str, Any] | None = None,
+               state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the model files into ``folder`` (created if needed).
 
     The caller makes the folder atomic (the trainer writes into a temporary folder and renames it).
+
+    Args:
+        state: the model's full parameters when they are not all in ``model`` (sharded); default its own.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     raw = model.module if hasattr(model, "module") else model
-    state = {k: v.detach().to("cpu").contiguous() for k, v in raw.state_dict().items() if k != TIED}
+    full = raw.state_dict() if state is None else state
+    state = {k: v.detach().to("cpu").contiguous() for k, v in full.items() if k != TIED}
     save_file(state, str(folder / WEIGHTS), metadata={"format": CKPT_FORMAT})
     (folder / TOKENIZER).write_text(tok.to_str(), encoding="utf-8")
     config = {

@@ -1,7 +1,7 @@
 """Corpus sources: a folder of text files, JSON lines, Parquet, or the built-in ``stdlib`` corpus.
 
-Each source yields ``Document``s in a deterministic order. Documents are split train/val by a hash of
-their text, so the split never depends on file order.
+Each source yields ``Document``s in a deterministic order. Documents are split train/val (and, when asked,
+a holdout) by a hash of their text, so the split never depends on file order.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.config import FlatConfig
 from shared.errors import SaltError
 from shared.hashing import text_hash
 
@@ -31,10 +32,11 @@ class Document:
 
 
 @dataclass(frozen=True)
-class CorpusSpec:
+class CorpusSpec(FlatConfig):
     """What to read: ``source`` is ``stdlib``, a folder, a ``.jsonl`` file or a ``.parquet`` file."""
 
     source: str = "stdlib"
+    """'stdlib' (the interpreter's standard library), a folder, a .jsonl or a .parquet file."""
     glob: str = "**/*.txt"
     """File pattern inside a folder source."""
     text_field: str = "text"
@@ -49,6 +51,20 @@ class CorpusSpec:
 def is_val(doc_hash: str, val_fraction: float) -> bool:
     """Whether a document belongs to the validation split, from its content hash alone."""
     return int(doc_hash[:8], 16) % SPLIT_BUCKETS < round(val_fraction * SPLIT_BUCKETS)
+
+
+def split_of(doc_hash: str, val_fraction: float, holdout_fraction: float = 0.0) -> str:
+    """``val``, ``holdout`` or ``train``: a document's split from its content hash alone.
+
+    The hash's bucket decides: the first ``val_fraction`` of the buckets are val (as ``is_val``), the next
+    ``holdout_fraction`` the holdout. So adding a holdout leaves the val split as it was and takes the
+    holdout out of the train split only.
+    """
+    bucket = int(doc_hash[:8], 16) % SPLIT_BUCKETS
+    val_cut = round(val_fraction * SPLIT_BUCKETS)
+    if bucket < val_cut:
+        return "val"
+    return "holdout" if bucket < val_cut + round(holdout_fraction * SPLIT_BUCKETS) else "train"
 
 
 def _decode(raw: bytes, origin: str) -> str:

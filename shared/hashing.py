@@ -21,6 +21,16 @@ def window_hash(tokens: np.ndarray | list[int]) -> str:
     return hashlib.blake2b(arr.astype("<u4").tobytes(), digest_size=16).hexdigest()
 
 
+def window_digests(windows: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+    """(N, 16) uint8: ``window_hash`` of every row of an (N, L) array, as raw digests."""
+    out = np.empty((len(windows), 16), dtype=np.uint8)
+    for start in range(0, len(windows), chunk):
+        rows = np.ascontiguousarray(windows[start : start + chunk]).astype("<u4")
+        for i, row in enumerate(rows):
+            out[start + i] = np.frombuffer(hashlib.blake2b(row.tobytes(), digest_size=16).digest(), np.uint8)
+    return out
+
+
 def text_hash(text: str) -> str:
     """blake2b-128 of a UTF-8 text, in hex (used to split documents train/val)."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()

@@ -185,6 +185,10 @@ class GPT(nn.Module):
             x = block(x)
         return self.ln_f(x)  # (B, T, C)
 
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) hidden states -> (B, T, V) logits."""
+        return self.lm_head(hidden)
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits.
 

@@ -9,14 +9,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from shared.corpus import CorpusSpec, Document, is_val, iter_documents
-from shared.data import DTYPES, FORMAT, PackedDataset, dtype_for_vocab
+from shared.config import ConfigError, FlatConfig, check_choices
+from shared.corpus import CorpusSpec, Document, iter_documents, split_of
+from shared.data import DTYPES, FORMAT, HOLDOUT_DIR, PackedDataset, dtype_for_vocab
 from shared.errors import SaltError
+from shared.hashing import window_digests
 from shared.tokenizer import eot_id, load_tokenizer, tokenizer_hash, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,17 @@ def _pack(tok: Tokenizer, docs: list[Document], eot: int, window_len: int, dtype
     return stream[: n * window_len].reshape(n, window_len)
 
 
+def _pack_split(name: str, docs: list[Document], tok: Tokenizer, eot: int, window_len: int, dtype: np.dtype,
+                report: Callable[[str], None]) -> np.ndarray:
+    """One split's windows, refused when its documents cannot fill one."""
+    report(f"tokenizing and packing {name} ({len(docs)} documents)")
+    windows = _pack(tok, docs, eot, window_len, dtype)
+    if len(windows) == 0:
+        raise SaltError(f"the {name} split has fewer than seq_len + 1 = {window_len} tokens",
+                        "use a smaller --seq-len or a larger corpus")
+    return windows
+
+
 def _fingerprint(tok_hash: str, seq_len: int, arrays: dict[str, np.ndarray]) -> str:
     """Dataset identity: tokenizer, window length and every window's ids (as uint32, dtype-independent)."""
     h = hashlib.blake2b(digest_size=16)
@@ -49,17 +64,46 @@ def _fingerprint(tok_hash: str, seq_len: int, arrays: dict[str, np.ndarray]) -> 
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class PrepareConfig(FlatConfig):
+    """How ``salt prepare`` turns a corpus into a packed dataset."""
+
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    """Which corpus to read."""
+    seq_len: int = 128
+    """Input tokens per window (windows hold seq_len+1)."""
+    vocab_size: int = 8192
+    """Vocabulary of the trained BPE tokenizer (ignored with a tokenizer)."""
+    tokenizer: str | None = None
+    """Use this tokenizer.json, or a model folder's tokenizer (a Hugging Face model's), instead of training one."""
+    val_fraction: float = 0.05
+    """Share of documents (by content hash) held out for validation."""
+    holdout_fraction: float = 0.0
+    """Share of documents (by content hash, disjoint from val) left out of the train split and written as a
+    dataset of their own in ``<out>/holdout`` (its train split; the same val): data for a reference model
+    that no run on the main dataset ever reads (``salt train --split holdout``). 0: no holdout."""
+    dtype: Literal["auto", "uint16", "uint32"] = "auto"
+    """Window dtype: auto (the narrowest that holds the vocabulary), uint16 or uint32."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        if self.seq_len < 1:
+            raise ConfigError(f"seq_len must be at least 1, got {self.seq_len}", "pass a positive --seq-len")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val fraction must be in (0, 1), got {self.val_fraction}",
+                              "pass e.g. --val-fraction 0.05")
+        if not 0.0 <= self.holdout_fraction < 1.0 or self.val_fraction + self.holdout_fraction >= 1.0:
+            raise ConfigError(f"holdout fraction must be in [0, 1 - val fraction), got {self.holdout_fraction}",
+                              "pass e.g. --holdout-fraction 0.1 (or 0 for no holdout)")
+
+
 def prepare(
-    spec: CorpusSpec,
+    spec: CorpusSpec | PrepareConfig,
     out: str | Path,
     *,
-    seq_len: int = 128,
-    vocab_size: int = 8192,
-    tokenizer_path: str | Path | None = None,
-    val_fraction: float = 0.05,
-    dtype: str = "auto",
     overwrite: bool = False,
     report: Callable[[str], None] = log.info,
+    **settings: Any,
 ) -> PackedDataset:
     """Read a corpus, train (or load) a tokenizer and write a packed dataset folder.
 
@@ -67,30 +111,56 @@ def prepare(
     sibling and renamed into place at the end.
 
     Args:
-        spec: which corpus to read.
+        spec: which corpus to read (a ``CorpusSpec``), or the whole ``PrepareConfig``.
         out: the dataset folder to create.
-        seq_len: tokens of input per window (windows hold ``seq_len + 1`` ids).
-        vocab_size: vocabulary of a newly trained tokenizer (ignored with ``tokenizer_path``).
-        tokenizer_path: an existing ``tokenizer.json`` to use instead of training one.
-        val_fraction: share of documents (by content hash) held out for validation.
-        dtype: ``auto`` (narrowest that fits), ``uint16`` or ``uint32``.
         overwrite: replace an existing dataset folder.
         report: progress callback (one line per stage).
+        settings: ``PrepareConfig`` settings by name (``seq_len=32``), over those of ``spec``.
     """
+    cfg = (spec if isinstance(spec, PrepareConfig) else PrepareConfig(corpus=spec)).with_(**settings)
     out = Path(out)
-    if seq_len < 1:
-        raise SaltError(f"seq_len must be at least 1, got {seq_len}", "pass a positive --seq-len")
-    if not 0.0 < val_fraction < 1.0:
-        raise SaltError(f"val fraction must be in (0, 1), got {val_fraction}", "pass e.g. --val-fraction 0.05")
     if out.exists() and not overwrite:
         raise SaltError(f"{out} already exists", "pass --overwrite to replace it or choose another --out")
-    tok = load_tokenizer(tokenizer_path) if tokenizer_path else None
+    tok, eot = given_tokenizer(cfg.tokenizer) if cfg.tokenizer else (None, None)
     if tok is None:
-        dtype_for_vocab(vocab_size, dtype)  # refuse an impossible dtype before the long work
+        dtype_for_vocab(cfg.vocab_size, cfg.dtype)  # refuse an impossible dtype before the long work
+    splits, duplicates = _read_splits(cfg, report)
+    if tok is None:
+        report(f"training byte-level BPE tokenizer, vocab {cfg.vocab_size}")
+        tok = train_tokenizer((d.text for d in splits["train"]), vocab_size=cfg.vocab_size)
+    eot = eot if eot is not None else eot_id(tok)
+    dt_name = dtype_for_vocab(tok.get_vocab_size(), cfg.dtype)
+    arrays = {name: _pack_split(name, docs, tok, eot, cfg.seq_len + 1, DTYPES[dt_name], report)
+              for name, docs in splits.items()}
+    holdout_docs, holdout = splits.pop("holdout", None), arrays.pop("holdout", None)
+    manifest = _manifest(cfg, tok, eot, dt_name, splits, arrays, duplicates)
+    nested: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
+    if holdout_docs is not None and holdout is not None:
+        # The holdout is a dataset of its own (train: the holdout windows; val: the same val windows), so
+        # training on it is training on a dataset, and the main dataset's train split never holds it.
+        h_arrays = {"train": holdout, "val": arrays["val"]}
+        h_manifest = _manifest(cfg, tok, eot, dt_name, {"train": holdout_docs, "val": splits["val"]}, h_arrays,
+                               duplicates) | {"holdout_of": manifest["fingerprint"]}
+        manifest["holdout"] = {"path": HOLDOUT_DIR, "windows": len(holdout), "documents": len(holdout_docs),
+                               "fingerprint": h_manifest["fingerprint"]}
+        nested[HOLDOUT_DIR] = (h_arrays, h_manifest)
+    _write(out, tok, arrays, manifest, nested)
+    ds = PackedDataset(out)
+    held = f" / {len(holdout)} holdout" if holdout is not None else ""
+    report(
+        f"wrote {out}: {len(ds.train)} train / {len(ds.val)} val{held} windows of {cfg.seq_len + 1} tokens "
+        f"({dt_name}, vocab {ds.vocab_size})"
+    )
+    return ds
 
+
+def _read_splits(cfg: PrepareConfig, report: Callable[[str], None]) -> tuple[dict[str, list[Document]], int]:
+    """The corpus's documents split train/val (and holdout) by content hash, exact duplicates dropped (and
+    counted)."""
+    spec = cfg.corpus
     report(f"reading corpus {spec.source}")
     seen: set[str] = set()
-    splits: dict[str, list[Document]] = {"train": [], "val": []}
+    splits: dict[str, list[Document]] = {"train": [], "val": []} | ({"holdout": []} if cfg.holdout_fraction else {})
     duplicates = 0
     for doc in iter_documents(spec):
         h = doc.hash
@@ -98,77 +168,86 @@ def prepare(
             duplicates += 1
             continue
         seen.add(h)
-        splits["val" if is_val(h, val_fraction) else "train"].append(doc)
+        splits[split_of(h, cfg.val_fraction, cfg.holdout_fraction)].append(doc)
     n_docs = len(seen)
     if n_docs == 0:
         raise SaltError(f"corpus {spec.source} has no non-empty documents", "point --source at some text")
-    if not splits["train"] or not splits["val"]:
+    if not all(splits.values()):
         raise SaltError(
-            f"corpus {spec.source} has {n_docs} document(s): too few to split train/val",
-            "add documents or change --val-fraction",
+            f"corpus {spec.source} has {n_docs} document(s): too few to split {'/'.join(splits)}",
+            "add documents or change --val-fraction" + (" / --holdout-fraction" if cfg.holdout_fraction else ""),
         )
-    n_train, n_val = len(splits["train"]), len(splits["val"])
-    report(f"{n_docs} documents ({n_train} train, {n_val} val, {duplicates} duplicates dropped)")
+    counts = ", ".join(f"{len(docs)} {name}" for name, docs in splits.items())
+    report(f"{n_docs} documents ({counts}, {duplicates} duplicates dropped)")
+    return splits, duplicates
 
-    if tok is None:
-        report(f"training byte-level BPE tokenizer, vocab {vocab_size}")
-        tok = train_tokenizer((d.text for d in splits["train"]), vocab_size=vocab_size)
-    vocab = tok.get_vocab_size()
-    dt_name = dtype_for_vocab(vocab, dtype)
-    eot = eot_id(tok)
 
-    arrays: dict[str, np.ndarray] = {}
-    for name, docs in splits.items():
-        report(f"tokenizing and packing {name} ({len(docs)} documents)")
-        arrays[name] = _pack(tok, docs, eot, seq_len + 1, DTYPES[dt_name])
-        if len(arrays[name]) == 0:
-            raise SaltError(
-                f"the {name} split has fewer than seq_len + 1 = {seq_len + 1} tokens",
-                "use a smaller --seq-len or a larger corpus",
-            )
+def given_tokenizer(path: str | Path) -> tuple[Tokenizer, int]:
+    """A tokenizer.json, or a model folder's tokenizer (a Hugging Face folder: its ``eos_token`` ends documents),
+    with its end-of-text id."""
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file():
+        from shared.hf import hf_tokenizer, is_hf_folder
 
+        if is_hf_folder(p):
+            return hf_tokenizer(p)
+    tok = load_tokenizer(p)
+    return tok, eot_id(tok)
+
+
+def _manifest(cfg: PrepareConfig, tok: Tokenizer, eot: int, dt_name: str, splits: dict[str, list[Document]],
+              arrays: dict[str, np.ndarray], duplicates: int) -> dict[str, Any]:
     tok_hash = tokenizer_hash(tok)
-    manifest = {
+    return {
         "format": FORMAT,
-        "seq_len": seq_len,
-        "window_len": seq_len + 1,
+        "seq_len": cfg.seq_len,
+        "window_len": cfg.seq_len + 1,
         "dtype": dt_name,
-        "vocab_size": vocab,
+        "vocab_size": tok.get_vocab_size(),
         "eot_id": eot,
         "tokenizer_hash": tok_hash,
-        "val_fraction": val_fraction,
-        "corpus": spec.describe(),
+        "val_fraction": cfg.val_fraction,
+        "holdout_fraction": cfg.holdout_fraction,
+        "corpus": cfg.corpus.describe(),
         "duplicates_dropped": duplicates,
         "splits": {
             name: {
                 "file": f"{name}.bin",
+                "hashes": f"{name}.hashes",
                 "windows": len(arr),
                 "documents": len(splits[name]),
                 "tokens": int(arr.size),
             }
             for name, arr in arrays.items()
         },
-        "fingerprint": _fingerprint(tok_hash, seq_len, arrays),
+        "fingerprint": _fingerprint(tok_hash, cfg.seq_len, arrays),
     }
 
+
+def _write(out: Path, tok: Tokenizer, arrays: dict[str, np.ndarray], manifest: dict[str, Any],
+           nested: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]) -> None:
+    """The dataset folder (with its ``nested`` datasets, by sub-folder), built beside ``out`` and renamed into
+    place once complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        for name, arr in arrays.items():
-            arr.tofile(tmp / f"{name}.bin")
-        (tmp / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
-        # The manifest is written last: a folder without one is never taken for a dataset.
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for sub, (sub_arrays, sub_manifest) in nested.items():
+            (tmp / sub).mkdir()
+            _write_files(tmp / sub, tok, sub_arrays, sub_manifest)
+        _write_files(tmp, tok, arrays, manifest)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    ds = PackedDataset(out)
-    report(
-        f"wrote {out}: {len(ds.train)} train / {len(ds.val)} val windows of {seq_len + 1} tokens "
-        f"({dt_name}, vocab {vocab})"
-    )
-    return ds
+
+
+def _write_files(folder: Path, tok: Tokenizer, arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> None:
+    for name, arr in arrays.items():
+        arr.tofile(folder / f"{name}.bin")
+        window_digests(arr).tofile(folder / f"{name}.hashes")
+    (folder / "tokenizer.json").write_text(tok.to_str(), encoding="utf-8")
+    # The manifest is written last: a folder without one is never taken for a dataset.
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

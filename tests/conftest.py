@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,23 +57,98 @@ def tiny_checkpoint(tiny_dataset: PackedDataset, tmp_path_factory: pytest.TempPa
     return folder
 
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL_ENV = "SALT_TEST_DATABASE_URL"
+"""The PostgreSQL server the cache tests use (default: the local one, ``DEFAULT_PG_URL``)."""
+PG_REQUIRED_ENV = "SALT_TEST_REQUIRE_POSTGRES"
+"""Set (CI sets it): a PostgreSQL test that finds no server fails instead of skipping."""
 
 
-def pg_schema_url(schema: str) -> str:
-    """A URL whose connections use ``schema`` first on the search path."""
-    return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+@dataclass(frozen=True)
+class Postgres:
+    """A PostgreSQL server for the tests: an admin URL and the endpoint a proxy forwards to."""
+
+    url: str
+    """SQLAlchemy URL of a database the tests may create schemas in."""
+    endpoint: tuple[str, int] | str
+    """(host, port) over TCP, or the path of its Unix socket."""
+
+
+def via_port(url: str, port: int) -> str:
+    """``url`` (of any of the test servers) reached on 127.0.0.1:``port`` instead (through a proxy)."""
+    u = sa.make_url(url).set(host="127.0.0.1", port=port)
+    return u.set(query={k: v for k, v in u.query.items() if k != "host"}).render_as_string(hide_password=False)
+
+
+def _in_schema(url: str, schema: str | None) -> str:
+    """``url`` whose connections use ``schema`` first on the search path."""
+    if schema is None:
+        return url
+    u = sa.make_url(url)
+    return u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+def _answers(url: str) -> bool:
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _private_postgres(folder: Path) -> Postgres | None:
+    """A private server of the pip-installed ``pgserver`` package (a dev dependency), on a Unix socket."""
+    try:
+        import pgserver
+    except ImportError:
+        return None
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    url = sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return Postgres(url, _endpoint(url))
+
+
+def _endpoint(url: str) -> tuple[str, int] | str:
+    """Where a server URL connects: (host, port), or the Unix socket of a ``?host=/dir`` URL."""
+    u = sa.make_url(url)
+    socket_dir = u.query.get("host")
+    if isinstance(socket_dir, str) and socket_dir.startswith("/"):
+        return f"{socket_dir}/.s.PGSQL.{u.port or 5432}"
+    return (u.host or "127.0.0.1", u.port or 5432)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Postgres:
+    """The PostgreSQL server: ``SALT_TEST_DATABASE_URL``, else the local one, else a private ``pgserver``.
+
+    With none, the test skips with one line saying how to enable it, or fails where
+    ``SALT_TEST_REQUIRE_POSTGRES`` is set (as CI sets it).
+    """
+    url = os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL
+    if _answers(url):
+        return Postgres(url, _endpoint(url))
+    private = None if os.environ.get(PG_URL_ENV) else _private_postgres(tmp_path_factory.mktemp("pg"))
+    if private is not None and _answers(private.url):
+        return private
+    message = (f"PostgreSQL tests need a server: nothing answers at {url}; start one there, set {PG_URL_ENV}, "
+               "or pip install pgserver")
+    if os.environ.get(PG_REQUIRED_ENV):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema for one test, dropped afterwards (a missing PostgreSQL fails the test)."""
+def pg_url(postgres: Postgres) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards."""
     schema = f"salt_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL)
+    admin = sa.create_engine(postgres.url)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield pg_schema_url(schema)
+        yield _in_schema(postgres.url, schema)
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -8,11 +8,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 180
 
 
 def free_port() -> int:
@@ -31,7 +34,8 @@ def start_server(checkpoint: Path, db_url: str, **env_extra: str) -> tuple[subpr
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    # Generous: on a loaded 2-core machine importing torch and transformers alone can take a minute.
+    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
@@ -42,7 +46,7 @@ def start_server(checkpoint: Path, db_url: str, **env_extra: str) -> tuple[subpr
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("service did not start within 60 s")
+    raise RuntimeError(f"service did not start within {START_TIMEOUT_S} s")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -55,3 +59,13 @@ def stop_server(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def sqlite_server(checkpoint: Path, folder: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A server of ``checkpoint`` over a SQLite cache in ``folder``, stopped on exit: (process, URL)."""
+    proc, url = start_server(checkpoint, f"sqlite:///{folder / 'cache.sqlite'}")
+    try:
+        yield proc, url
+    finally:
+        stop_server(proc)

@@ -10,10 +10,11 @@ from tests.servers import free_port
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to ``target``; ``close`` drops the listener and every live connection."""
+    """Forwards 127.0.0.1:<port> to ``target`` ((host, port), or a Unix socket's path); ``close`` drops the
+    listener and every live connection."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+    def __init__(self, target: tuple[str, int] | str) -> None:
+        self.target = target
         self.port = free_port()
         self._listener: socket.socket | None = None
         self._socks: set[socket.socket] = set()
@@ -49,7 +50,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
@@ -59,6 +60,14 @@ class TcpProxy:
                 self._socks |= {client, upstream}
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.target, str):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(self.target)
+            return s
+        return socket.create_connection(self.target, timeout=5)
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:

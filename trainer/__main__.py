@@ -1,6 +1,6 @@
 """``python -m trainer ...`` is ``salt ...``."""
 
-from shared.cli import main
+from trainer.cli import main
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 
@@ -19,12 +21,16 @@ def batch_indices(step: int, micro: int, *, n: int, batch_size: int, grad_accum:
 
 
 _PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+_PERM_LOCK = threading.Lock()
 
 
 def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    # The training loop and the label prefetcher ask from two threads: the cache is read and trimmed under a lock.
     key = (seed, epoch, n)
-    if key not in _PERM_CACHE:
-        if len(_PERM_CACHE) > 4:
-            _PERM_CACHE.clear()
-        _PERM_CACHE[key] = np.random.default_rng([seed, epoch]).permutation(n)
-    return _PERM_CACHE[key]
+    with _PERM_LOCK:
+        perm = _PERM_CACHE.get(key)
+        if perm is None:
+            if len(_PERM_CACHE) > 4:
+                _PERM_CACHE.clear()
+            perm = _PERM_CACHE[key] = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm

@@ -1,155 +1,22 @@
-"""Phase-one data: windows plus the SLM's soft labels, fetched from the service ahead of the training loop.
-
-A background thread walks the phase-one steps in order, asks the service for each micro-batch's soft
-labels and keeps up to ``depth`` steps ready in a bounded queue. The loop takes them in order and
-measures how long it waited (the data stall). A service fault, after the client's retries, either
-fails the run or, under the ``fallback`` policy, hands that micro-batch over without labels so it
-trains on cross-entropy alone.
-"""
+"""The selector service as the trainer sees it: checked against the run up front, used in phase one only."""
 
 from __future__ import annotations
 
 import logging
-import os
-import queue
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import numpy as np
-import torch
 
 from shared.client import SelectorClient, SelectorError
 from shared.data import PackedDataset
 from shared.errors import SaltError
-from shared.softlabels import SoftLabels
 from trainer.config import TrainConfig
 from trainer.distributed import World
+from trainer.prefetch import LabelPrefetcher, PrefetchStats, StepData
 from trainer.sampling import batch_indices
 
 log = logging.getLogger(__name__)
-FAULT_POLICIES = ("fail", "fallback")
-
-
-@dataclass
-class MicroBatch:
-    windows: torch.Tensor
-    """(B, T + 1) int64 windows."""
-    labels: SoftLabels | None
-    """Soft labels for ``windows[:, :-1]``; None when the service failed and the policy is ``fallback``."""
-
-
-@dataclass
-class StepData:
-    step: int
-    micro: list[MicroBatch]
-    fetch_s: float
-    """Seconds the service took for this step's labels (teacher time)."""
-
-
-@dataclass
-class _Failure:
-    step: int
-    error: SelectorError
-
-
-@dataclass
-class PrefetchStats:
-    requests: int = 0
-    fallback_batches: int = 0
-    teacher_s: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-
-class TeacherFault(RuntimeError):
-    """The service failed for a phase-one batch and the policy is ``fail``."""
-
-    def __init__(self, step: int, error: SelectorError) -> None:
-        super().__init__(f"selector service failed at step {step + 1}: {error}")
-        self.step = step
-        self.error = error
-
-
-class LabelPrefetcher:
-    """Fetches phase-one micro-batches with soft labels on a background thread, ``depth`` steps ahead.
-
-    Args:
-        client: the service client (its retries and deadline apply per request).
-        windows_for: ``(step, micro) -> (B, T + 1) int64 array``; a pure function of its arguments.
-        steps: the phase-one steps to fetch, in order.
-        grad_accum: micro-batches per step.
-        k, temperature: label parameters.
-        policy: ``fail`` or ``fallback``.
-        depth: steps kept ready ahead of the loop.
-    """
-
-    def __init__(
-        self, client: SelectorClient, windows_for: Callable[[int, int], np.ndarray], steps: range, *,
-        grad_accum: int, k: int, temperature: float, policy: str, depth: int = 4,
-    ) -> None:
-        if policy not in FAULT_POLICIES:
-            raise ValueError(f"unknown fault policy {policy!r}; choose one of {', '.join(FAULT_POLICIES)}")
-        self.client = client
-        self.windows_for = windows_for
-        self.steps = steps
-        self.grad_accum = grad_accum
-        self.k = k
-        self.temperature = temperature
-        self.policy = policy
-        self.stats = PrefetchStats()
-        self._queue: queue.Queue[StepData | _Failure] = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="label-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        for step in self.steps:
-            t0 = time.perf_counter()
-            micro = []
-            for m in range(self.grad_accum):
-                windows = self.windows_for(step, m)
-                labels: SoftLabels | None = None
-                try:
-                    self.stats.requests += 1
-                    labels = self.client.soft_labels(windows, k=self.k, temperature=self.temperature)
-                except (SelectorError, httpx.HTTPError, ValueError) as exc:
-                    e = exc if isinstance(exc, SelectorError) else SelectorError(0, "transport", str(exc))
-                    self.stats.errors.append(str(e))
-                    if self.policy == "fail":
-                        self._put(_Failure(step, e))
-                        return
-                    self.stats.fallback_batches += 1
-                    log.warning("step %d: service failed (%s); this batch trains on cross-entropy alone", step + 1, e)
-                micro.append(MicroBatch(torch.from_numpy(windows.astype(np.int64)), labels))
-            dt = time.perf_counter() - t0
-            self.stats.teacher_s += dt
-            if not self._put(StepData(step, micro, dt)):
-                return
-
-    def _put(self, item: StepData | _Failure) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def get(self, step: int) -> StepData:
-        """The data of ``step`` (blocks until it is ready); raises TeacherFault under the ``fail`` policy."""
-        item = self._queue.get()
-        if isinstance(item, _Failure):
-            raise TeacherFault(item.step, item.error)
-        if item.step != step:
-            raise RuntimeError(f"prefetcher out of order: expected step {step}, got {item.step}")
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
 
 USAGE_METRICS = {
     "cache_hits": "salt_cache_hits_total",
@@ -180,11 +47,12 @@ class Teacher:
     @classmethod
     def connect(cls, cfg: TrainConfig, ds: PackedDataset, world: World | None = None) -> Teacher:
         """Connect and check the service against the run: vocabulary, tokenizer, context, k, selection."""
-        urls = [u.strip() for u in (cfg.service_url or "").split(",") if u.strip()]
-        if not urls:
+        svc = cfg.service
+        if svc.labels_from:
+            return cls._from_export(cfg, ds, world)
+        if not svc.urls:
             raise SaltError(f"mode {cfg.mode} needs a selector service", "pass --service-url")
-        client = SelectorClient(urls, api_key=os.environ.get("SALT_API_KEY") or None,
-                                retry_deadline_s=cfg.retry_deadline_s)
+        client = SelectorClient(svc.urls, api_key=svc.api_key, retry_deadline_s=svc.retry_deadline_s)
         try:
             info = client.model_info()
             _check_service(info, cfg, ds)
@@ -192,30 +60,81 @@ class Teacher:
             return cls(cfg, ds, client, info, pool, world)
         except SelectorError as e:
             client.close()
-            raise SaltError(f"selector service at {cfg.service_url} failed: {e}",
+            raise SaltError(f"selector service at {svc.service_url} failed: {e}",
                             "start it with `salt serve` (or fix --service-url / SALT_API_KEY)") from e
         except BaseException:
             client.close()
             raise
 
-    def windows_for(self, step: int, micro: int) -> np.ndarray:
-        """Phase-one windows of (step, micro): a pure function, so a resumed run asks for the same ones."""
+    @classmethod
+    def _from_export(cls, cfg: TrainConfig, ds: PackedDataset, world: World | None) -> Teacher:
+        """A label export read in place of the service, checked against the run as the service is."""
+        from trainer.export import ExportedLabels
+
+        if cfg.kd.kd_labels != "topk":
+            raise SaltError(f"a label export holds top-k labels; --kd-labels {cfg.kd.kd_labels} needs the service",
+                            "pass --kd-labels topk, or --service-url instead of --labels-from")
+        if cfg.kd.kd_until == "auto":
+            raise SaltError("--kd-until auto compares the student with the SLM's validation loss, which a label "
+                            "export does not hold", "pass --service-url instead of --labels-from, or --kd-until n_kd")
+        labels = ExportedLabels(str(cfg.service.labels_from))
+        info = labels.model_info()
+        _check_service(info, cfg, ds)
+        if cfg.kd.kd_temperature != labels.manifest["temperature"]:
+            raise SaltError(f"{labels.folder} holds labels at temperature {labels.manifest['temperature']}, the run "
+                            f"asks {cfg.kd.kd_temperature}", "export again with the run's --kd-temperature")
+        client: Any = labels  # answers the calls the trainer makes of a SelectorClient
+        pool = selection_indices(client, cfg.selection, ds, info) if cfg.mode == "salt_ds" else None
+        return cls(cfg, ds, client, info, pool, world)
+
+    def indices_for(self, step: int, micro: int) -> np.ndarray:
+        """Train-split indices of this rank's phase-one windows of (step, micro): a pure function, so a
+        resumed run asks for the same ones."""
         n = len(self.pool) if self.pool is not None else len(self.ds.train)
-        idx = self.world.shard(batch_indices(step, micro, n=n, batch_size=self.cfg.batch_size,
-                                             grad_accum=self.cfg.grad_accum, seed=self.cfg.seed))
-        if self.pool is not None:
-            idx = self.pool[idx]
-        return np.asarray(self.ds.train.windows[idx])
+        optim = self.cfg.optim
+        idx = self.world.shard(batch_indices(step, micro, n=n, batch_size=optim.batch_size,
+                                             grad_accum=optim.grad_accum, seed=self.cfg.seed))
+        return self.pool[idx] if self.pool is not None else idx
+
+    def windows_for(self, step: int, micro: int) -> np.ndarray:
+        """Phase-one windows of (step, micro): (B, T + 1)."""
+        return np.asarray(self.ds.train.windows[self.indices_for(step, micro)])
+
+    def digests_for(self, step: int, micro: int) -> np.ndarray:
+        """(B, 16) uint8 hashes of ``windows_for(step, micro)``, as prepare stored them (computed from the
+        windows only for a dataset written before hash files)."""
+        return self.ds.train.digests_at(self.indices_for(step, micro))
 
     def start(self, steps: range) -> None:
         self.prefetcher = LabelPrefetcher(
-            self.client, self.windows_for, steps, grad_accum=self.cfg.grad_accum, k=self.cfg.kd_k,
-            temperature=self.cfg.kd_temperature, policy=self.cfg.fault_policy, depth=self.cfg.prefetch_depth,
+            self.client, self.windows_for, steps, grad_accum=self.cfg.optim.grad_accum, k=self.cfg.kd.kd_k,
+            temperature=self.cfg.kd.kd_temperature, policy=self.cfg.service.fault_policy,
+            depth=self.cfg.service.prefetch_depth, digests_for=self.digests_for, kind=self.cfg.kd.kd_labels,
+            draws=self.cfg.kd.kd_draws,
         )
 
     def get(self, step: int) -> StepData:
         assert self.prefetcher is not None, "start() first"
         return self.prefetcher.get(step)
+
+    def stop_before(self, step: int) -> None:
+        """Phase one ends before ``step``: the prefetcher asks no labels from there on."""
+        if self.prefetcher is not None:
+            self.prefetcher.stop_before(step)
+
+    def val_loss(self, windows: np.ndarray, *, chunk: int = 64) -> float:
+        """The SLM's mean next-token loss (nats) over (N, T + 1) windows, from the service's per-window scores
+        (its mean loss and token count per window, cached by the service, so asking again costs no forward)."""
+        total, tokens = 0.0, 0
+        try:
+            for start in range(0, len(windows), chunk):
+                for score in self.client.scores(windows[start : start + chunk]):
+                    total += score.mean_loss * score.n_tokens
+                    tokens += score.n_tokens
+        except (SelectorError, httpx.HTTPError) as e:
+            raise SaltError(f"the selector service failed to score the validation windows: {e}",
+                            "restart the service and pass --resume") from e
+        return total / max(tokens, 1)
 
     def finish(self) -> None:
         """End of phase one: stop the prefetcher, read the service's counters once more, disconnect."""
@@ -245,7 +164,8 @@ class Teacher:
         """What this run asked of the service: requests, fallbacks and the service's counter deltas."""
         stats = self.prefetcher.stats if self.prefetcher is not None else PrefetchStats()
         out: dict[str, object] = {
-            "url": self.cfg.service_url, "model_fingerprint": self.info.get("fingerprint"),
+            "url": self.cfg.service.service_url or self.cfg.service.labels_from,
+            "model_fingerprint": self.info.get("fingerprint"),
             "requests": stats.requests, "fallback_batches": stats.fallback_batches, "errors": stats.errors[:5],
         }
         for key, name in USAGE_METRICS.items():
@@ -256,33 +176,52 @@ class Teacher:
         return out
 
 
+TOKENIZER_FIX = ("serve an SLM with this dataset's tokenizer, or prepare the data with the SLM's "
+                 "(salt prepare --tokenizer <model folder>)")
+
+
 def _check_service(info: dict[str, object], cfg: TrainConfig, ds: PackedDataset) -> None:
-    vocab = info.get("vocab_size")
+    vocab, tok_hash, slm = info.get("vocab_size"), info.get("tokenizer_hash"), info.get("preset", "?")
     if vocab != ds.vocab_size:
-        raise SaltError(f"the service's SLM has a vocabulary of {vocab}, the dataset {ds.vocab_size}",
-                        "serve an SLM trained on this dataset's tokenizer")
-    tok_hash = info.get("tokenizer_hash")
+        raise SaltError(f"the service's SLM ({slm}) has a vocabulary of {vocab}, the dataset {ds.path} "
+                        f"{ds.vocab_size}", TOKENIZER_FIX)
     if tok_hash is not None and tok_hash != ds.tokenizer_hash:
-        raise SaltError("the service's SLM uses another tokenizer than the dataset",
-                        "serve an SLM trained on this dataset's tokenizer")
+        raise SaltError(f"the service's SLM ({slm}) uses another tokenizer ({str(tok_hash)[:12]}) than the dataset "
+                        f"{ds.path} ({ds.tokenizer_hash[:12]})", TOKENIZER_FIX)
     block = info.get("block_size")
     if not isinstance(block, int) or block < ds.seq_len:
         raise SaltError(f"the service's SLM has a context of {block}, shorter than the dataset's windows "
                         f"({ds.seq_len})", "serve an SLM with a longer context")
-    defaults = info.get("label_defaults")
-    max_k = defaults.get("max_k") if isinstance(defaults, dict) else None
-    if isinstance(max_k, int) and cfg.kd_k > max_k:
-        raise SaltError(f"kd_k {cfg.kd_k} is above the service's limit {max_k}", f"pass --kd-k {max_k} or less")
+    _check_labels(info.get("label_defaults"), cfg)
+
+
+def _check_labels(defaults: object, cfg: TrainConfig) -> None:
+    """The run's label kind and its k or draws within what the service serves."""
+    defaults = defaults if isinstance(defaults, dict) else {}
+    if cfg.kd.kd_labels == "sample":
+        if "sample" not in defaults.get("kinds", []):
+            raise SaltError("the service does not serve sampled labels (an older version)",
+                            "upgrade the service, or pass --kd-labels topk")
+        max_draws = defaults.get("max_draws")
+        if isinstance(max_draws, int) and cfg.kd.kd_draws > max_draws:
+            raise SaltError(f"kd_draws {cfg.kd.kd_draws} is above the service's limit {max_draws}",
+                            f"pass --kd-draws {max_draws} or less")
+        return
+    max_k = defaults.get("max_k")
+    if isinstance(max_k, int) and cfg.kd.kd_k > max_k:
+        raise SaltError(f"kd_k {cfg.kd.kd_k} is above the service's limit {max_k}", f"pass --kd-k {max_k} or less")
 
 
 def selection_indices(
     client: SelectorClient, selection: str | None, ds: PackedDataset, info: dict[str, object]
 ) -> np.ndarray:
-    """Train-split indices of a stored selection, checked against the run's SLM and dataset."""
+    """Train-split indices of a stored selection of any method, checked against the run's dataset and, for a
+    selection by one model's scores, against the SLM the service runs (a two-model selection names its
+    own models: any teacher sharing the tokenizer may teach on it)."""
     if not selection:
         raise SaltError("mode salt_ds needs a stored selection", "pass --selection (see `salt select`)")
     sel = client.selection(selection)
-    if sel.get("model_fingerprint") != info.get("fingerprint"):
+    if not sel.get("models") and sel.get("model_fingerprint") != info.get("fingerprint"):
         raise SaltError(f"selection {selection} was made by another SLM than the one the service runs",
                         "make a new selection with this SLM (`salt score` then `salt select`)")
     if sel.get("dataset_fingerprint") != ds.fingerprint or sel.get("tokenizer_hash") != ds.tokenizer_hash:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
+
 from tests.deploy.compose import ROOT, load
 
 
+@pytest.mark.compose
 def test_docker_compose_config_is_valid() -> None:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is missing: apt-get install docker-compose (.ci/run does)"

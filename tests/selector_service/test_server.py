@@ -18,7 +18,7 @@ from shared.checkpoint import load_model
 from shared.client import AsyncSelectorClient, SelectorClient, SelectorError
 from shared.data import PackedDataset
 from shared.hashing import window_hash
-from shared.softlabels import topk_soft_labels
+from tests.reference import topk_soft_labels
 from tests.servers import free_port, start_server, stop_server
 
 
@@ -99,7 +99,7 @@ def test_client_retries_until_its_deadline() -> None:
 def test_a_bad_checkpoint_fails_start_up_with_one_clear_line(tmp_path: Path) -> None:
     env = {"SALT_MODEL_PATH": str(tmp_path / "missing"), "SALT_DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite'}"}
     r = subprocess.run([sys.executable, "-m", "selector_service", "--port", str(free_port())],
-                       env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=180)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1].startswith("error: checkpoint folder not found")
+    assert r.stderr.strip().splitlines()[-1].startswith("error: model folder not found")
     assert "Traceback" not in r.stderr

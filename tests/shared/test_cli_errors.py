@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
 from shared.data import PackedDataset
 from tests.conftest import make_corpus
+from trainer.cli import app
 
 runner = CliRunner()
 

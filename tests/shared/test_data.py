@@ -13,6 +13,7 @@ import pytest
 
 from shared.corpus import CorpusSpec, is_val
 from shared.data import PackedDataset
+from shared.errors import SaltError
 from shared.hashing import window_hash
 from shared.prepare import prepare
 from shared.tokenizer import EOT, tokenizer_hash
@@ -189,3 +190,29 @@ def test_check_tokenizer_accepts_own_and_tokenizer_hash_matches(tiny_dataset: Pa
     tok = tiny_dataset.tokenizer()
     tiny_dataset.check_tokenizer(tok)  # no error
     assert tokenizer_hash(tok) == tiny_dataset.tokenizer_hash
+
+
+def test_window_hashes_are_written_once_and_read_back(tiny_dataset: PackedDataset, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from shared.hashing import window_hash
+
+    split = tiny_dataset.train
+    assert split.digests is not None and split.digests.shape == (len(split), 16)
+    assert split.hashes == [window_hash(w) for w in split.windows]
+    # A dataset written before the hashes files: still read, its hashes computed from the windows.
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset.path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for info in manifest["splits"].values():
+        (old / info.pop("hashes")).unlink()
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    legacy = PackedDataset(old)
+    assert legacy.train.digests is None and legacy.train.hashes == split.hashes
+    # A truncated hashes file is refused with the fix.
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset.path, broken)
+    (broken / "train.hashes").write_bytes((broken / "train.hashes").read_bytes()[:-1])
+    with pytest.raises(SaltError, match=r"train.hashes is missing or has the wrong size"):
+        PackedDataset(broken)

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from shared import device as device_mod
-from shared.device import resolve_precision
+from shared.device import autocast_for, resolve_precision
 from shared.errors import SaltError
-from trainer.train import autocast_for
 
 CPU = torch.device("cpu")
 

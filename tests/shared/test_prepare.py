@@ -98,7 +98,7 @@ def test_other_bad_settings(corpus: Path, tmp_path: Path) -> None:
     refused(spec, tmp_path / "out", "seq_len must be at least 1", seq_len=0)
     refused(spec, tmp_path / "out", r"val fraction must be in \(0, 1\)", val_fraction=1.0)
     refused(spec, tmp_path / "out", "unknown dtype 'int8'", dtype="int8")
-    refused(spec, tmp_path / "out", "tokenizer file not found", tokenizer_path=tmp_path / "tok.json")
+    refused(spec, tmp_path / "out", "tokenizer file not found", tokenizer=tmp_path / "tok.json")
 
 
 def test_too_few_documents_to_split(tmp_path: Path) -> None:
@@ -139,7 +139,8 @@ def test_overwrite_replaces_dataset(corpus: Path, tmp_path: Path) -> None:
     assert reopened.fingerprint == new.fingerprint
     assert reopened.train.windows.shape == (reopened.manifest["splits"]["train"]["windows"], 9)
     reopened.check_tokenizer(reopened.tokenizer())
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tokenizer.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tokenizer.json", "train.bin", "train.hashes",
+                                                   "val.bin", "val.hashes"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "ds"]  # no temp or trash folders
 
 
@@ -154,7 +155,7 @@ def test_failed_overwrite_keeps_old_dataset(corpus: Path, tmp_path: Path) -> Non
 
 def test_given_tokenizer_is_used(corpus: Path, tiny_dataset: PackedDataset, tmp_path: Path) -> None:
     ds = prepare(
-        CorpusSpec(source=str(corpus)), tmp_path / "ds", **KW, tokenizer_path=tiny_dataset.path / "tokenizer.json"
+        CorpusSpec(source=str(corpus)), tmp_path / "ds", **KW, tokenizer=tiny_dataset.path / "tokenizer.json"
     )
     assert ds.tokenizer_hash == tiny_dataset.tokenizer_hash
 

@@ -14,7 +14,8 @@ import pytest
 from shared.data import PackedDataset
 from tests.servers import ROOT
 from trainer.config import TrainConfig
-from trainer.train import read_metrics, train
+from trainer.recipe import train
+from trainer.recipe.metrics import read_metrics
 
 # 2 ranks each average over half the rows, then DDP averages the two gradients: the same sums in another
 # order, so losses agree to float32 rounding, far inside this tolerance (measured: at most 1e-6 relative).
@@ -41,7 +42,7 @@ def losses(out: Path) -> list[float]:
 
 def test_two_processes_match_one_and_resume(tiny_dataset: PackedDataset, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = TrainConfig(data=str(tiny_dataset.path), out=str(tmp_path / "one"), **ARGS)  # type: ignore[arg-type]
+    cfg = TrainConfig.of(data=str(tiny_dataset.path), out=str(tmp_path / "one"), **ARGS)  # type: ignore[arg-type]
     one = train(cfg, progress=False)
 
     torchrun(tiny_dataset, tmp_path / "two")
@@ -54,7 +55,7 @@ def test_two_processes_match_one_and_resume(tiny_dataset: PackedDataset, tmp_pat
     assert not list((tmp_path / "two").glob(".checkpoint*"))  # no half-written or competing checkpoint
 
     # Resume under DDP from a checkpoint at step 3 (written by a 1-process run stopped at step 4).
-    import trainer.train as tt
+    import trainer.recipe.metrics as tt
 
     original = tt.MetricsLog.write
 
@@ -68,7 +69,7 @@ def test_two_processes_match_one_and_resume(tiny_dataset: PackedDataset, tmp_pat
 
     monkeypatch.setattr(tt.MetricsLog, "write", write)
     with pytest.raises(Stop):
-        train(cfg.__class__(**{**cfg.to_dict(), "out": str(tmp_path / "resumed")}), progress=False)
+        train(cfg.with_(out=str(tmp_path / "resumed")), progress=False)
     monkeypatch.undo()
     torchrun(tiny_dataset, tmp_path / "resumed", "--resume")
     assert [r["step"] for r in read_metrics(tmp_path / "resumed") if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]

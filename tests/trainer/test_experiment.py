@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
 from shared.errors import SaltError
 from tests.conftest import make_corpus
-from trainer.experiment import ExperimentConfig, run_experiment
-from trainer.train import read_metrics
+from trainer.cli import app
+from trainer.experiments.config import ExperimentConfig
+from trainer.experiments.results import recompute
+from trainer.experiments.run import run_experiment
+from trainer.recipe.metrics import read_metrics
 
 
 def tiny_experiment(tmp_path: Path, **kw: object) -> ExperimentConfig:
@@ -26,7 +29,7 @@ def tiny_experiment(tmp_path: Path, **kw: object) -> ExperimentConfig:
                 slm_steps=4, llm_preset="llm-tiny", llm_steps=10, batch_size=4, eval_every=2, eval_windows=8,
                 modes=("baseline", "salt", "salt_ds"), seeds=(0,), kd_k=8, pool_windows=40, device="cpu")
     base.update(kw)
-    return ExperimentConfig(**base)  # type: ignore[arg-type]
+    return ExperimentConfig.of(**base)  # type: ignore[arg-type]
 
 
 def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
@@ -37,19 +40,17 @@ def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
     assert {(r["mode"], r["seed"]) for r in results["runs"]} == {("baseline", 0), ("salt", 0), ("salt_ds", 0)}
     [record] = (root / "selections").glob("*.json")
     selection = json.loads(record.read_text())
-    assert selection["count"] == cfg.n_kd * cfg.batch_size and selection["pool"] == 40
-    for row in results["runs"]:
-        evals = [r for r in read_metrics(row["run"]) if r["kind"] == "eval"]
-        assert row["final_loss"] == evals[-1]["val_loss"]
-        assert row["final_acc"] == evals[-1]["val_acc"]
-        at70 = [e for e in evals if e["step"] <= 7][-1]
-        assert (row["step_70"], row["loss_70"]) == (at70["step"], at70["val_loss"])
+    assert selection["count"] == cfg.n_kd * cfg.optim.batch_size and selection["pool"] == 40
+    assert_rows_from_metrics(results["runs"])
     base = next(r for r in results["runs"] if r["mode"] == "baseline")
     assert base["reach_step"] is not None and base["reach_step"] <= 10
     salt = next(r for r in results["runs"] if r["mode"] == "salt")
     assert salt["teacher_s"] > 0 and salt["slm_forwards"] > 0
     assert results["modes"]["salt"]["final_loss"]["mean"] == salt["final_loss"]
     assert results["modes"]["salt"]["n"] == 1
+    assert salt["kd_end_step"] == cfg.n_kd and salt["kd_end_from"] == "run"  # the summary records the end it used
+    assert_wall_clock(results, base, salt)
+    assert_recomputed_from_committed_files(root, results, tmp_path / "committed")
     text = (root / "results.md").read_text()
     assert f"| {salt['final_loss']:.4f} |" in text and "±" not in text.split("|---")[1]  # one seed: no spread
     assert (root / "val_loss.png").stat().st_size > 1000 and (root / "val_acc.png").stat().st_size > 1000
@@ -61,7 +62,7 @@ def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
     # An ablation in the same root reuses the baseline and the SLM, and trains only what changed.
     base_run = Path(base["run"])
     before = (base_run / "summary.json").stat().st_mtime_ns
-    other = replace(cfg, name="nkd50", kd_fraction=0.5, modes=("baseline", "salt"), short_runs=("salt@0.6",))
+    other = cfg.with_(name="nkd50", kd_fraction=0.5, modes=("baseline", "salt"), short_runs=("salt@0.6",))
     ablation = run_experiment(other, progress=False)
     short = next(r for r in ablation["runs"] if r["mode"] == "salt@0.6")
     assert short["steps"] == 6 and ablation["modes"]["salt@0.6"]["steps"] == 6
@@ -93,6 +94,59 @@ def test_results_come_from_the_metrics_files(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "cannot read experiment results" in bad.output
 
 
+def assert_rows_from_metrics(rows: list[dict[str, Any]]) -> None:
+    """Final and 70% figures of every run (10 steps, evaluated every 2) against its metrics file."""
+    for row in rows:
+        evals = [r for r in read_metrics(row["run"]) if r["kind"] == "eval"]
+        assert row["final_loss"] == evals[-1]["val_loss"]
+        assert row["final_acc"] == evals[-1]["val_acc"]
+        # 70% of 10 steps is step 7, halfway between the evaluations at steps 6 and 8.
+        around = [e for e in evals if e["step"] in (6, 8)]
+        assert row["step_70"] == 7.0
+        assert row["loss_70"] == pytest.approx((around[0]["val_loss"] + around[1]["val_loss"]) / 2)
+        assert row["acc_70"] == pytest.approx((around[0]["val_acc"] + around[1]["val_acc"]) / 2)
+
+
+def assert_wall_clock(results: dict[str, Any], base: dict[str, Any], salt: dict[str, Any]) -> None:
+    """The baseline's own time to its final loss; a KD run's LLM, teacher and SLM-share parts and its ratio."""
+    assert base["time_ratio"] == 1.0 and base["kd_end_step"] is None
+    assert base["time_to_reach"]["slm_share_s"] == 0.0 and base["time_to_reach"]["teacher_s"] == 0.0
+    # Two KD runs (salt, salt_ds) share the SLM's training time evenly.
+    assert results["slm"]["kd_runs"] == 2
+    assert results["slm"]["share_s"] == pytest.approx(results["slm"]["train_s"] / 2)
+    if salt["reach_step"] is not None:
+        t = salt["time_to_reach"]
+        assert t["slm_share_s"] == results["slm"]["share_s"] and t["teacher_s"] > 0
+        assert t["total_s"] == pytest.approx(t["llm_s"] + t["teacher_s"] + t["slm_share_s"])
+        assert salt["time_ratio"] == pytest.approx(t["total_s"] / base["time_to_reach_s"])
+
+
+def assert_recomputed_from_committed_files(root: Path, results: dict[str, Any], folder: Path) -> None:
+    """results.json and curves.json alone (no run folder beside them) give the same results.md, and the
+    same figures as the ones computed from the runs."""
+    curves = json.loads((root / "curves.json").read_text())
+    assert curves["columns"] == ["step", "val_loss", "val_acc", "llm_s"]
+    assert {(c["mode"], c["seed"]) for c in curves["runs"]} == {(r["mode"], r["seed"]) for r in results["runs"]}
+    for c in curves["runs"]:
+        evals = [r for r in read_metrics(c["run"]) if r["kind"] == "eval"]
+        assert [e[:3] for e in c["evals"]] == [[e["step"], e["val_loss"], e["val_acc"]] for e in evals]
+        train = [r for r in read_metrics(c["run"]) if r["kind"] == "train"]
+        assert c["evals"][-1][3] == pytest.approx(sum(r["step_s"] - r["data_wait_s"] for r in train))
+    folder.mkdir()
+    for name in ("results.json", "curves.json"):
+        shutil.copy(root / name, folder / name)
+    res = CliRunner().invoke(app, ["report", "--from-results", str(folder)])
+    assert res.exit_code == 0, res.output
+    assert (folder / "results.md").read_text() == (root / "results.md").read_text()
+    assert (folder / "val_loss.png").stat().st_size > 1000
+    again, _ = recompute(folder)
+    assert json.loads(json.dumps(again["runs"])) == results["runs"]
+    assert json.loads(json.dumps(again["modes"])) == results["modes"]
+    (folder / "curves.json").unlink()
+    res = CliRunner().invoke(app, ["report", "--from-results", str(folder)])
+    assert res.exit_code == 1 and "curves.json" in res.output
+
+
 def test_config_file_and_errors(tmp_path: Path) -> None:
     good = tmp_path / "exp.json"
     good.write_text(json.dumps({"llm_steps": 100, "seeds": [1, 2], "modes": ["baseline", "kd_full"]}))
@@ -103,29 +157,29 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
     with pytest.raises(SaltError, match="unknown setting"):
         ExperimentConfig.from_file(bad)
     with pytest.raises(SaltError, match="unknown mode"):
-        ExperimentConfig(modes=("baseline", "magic"))
+        ExperimentConfig.of(modes=("baseline", "magic"))
     for short in ("salt_ds@0.5", "salt@1.5", "salt", "salt@x"):
         with pytest.raises(SaltError, match="bad short run"):
-            ExperimentConfig(short_runs=(short,))
+            ExperimentConfig.of(short_runs=(short,))
     for name in ("../escape", "a/b", ".hidden"):
         with pytest.raises(SaltError, match="plain folder name"):
-            ExperimentConfig(name=name)
+            ExperimentConfig.of(name=name)
     with pytest.raises(SaltError, match="unknown precision"):
-        ExperimentConfig(precision="fp8")
+        ExperimentConfig.of(precision="fp8")
 
 
 def test_run_folders_are_named_by_the_resolved_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared import device as device_mod
-    from trainer.experiment import slm_dir
+    from trainer.experiments.stages import slm_dir
 
-    cfg = ExperimentConfig(root=str(tmp_path), device="cpu")
+    cfg = ExperimentConfig.of(root=str(tmp_path), device="cpu")
     monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
     assert cfg.resolved_precision == "bf16"
     auto_bf16 = slm_dir(cfg)
-    assert slm_dir(replace(cfg, precision="bf16")) == auto_bf16  # the same runs: reused
+    assert slm_dir(cfg.with_(precision="bf16")) == auto_bf16  # the same runs: reused
     monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
     assert cfg.resolved_precision == "fp32"
-    assert slm_dir(cfg) == slm_dir(replace(cfg, precision="fp32")) != auto_bf16  # other numerics: other runs
+    assert slm_dir(cfg) == slm_dir(cfg.with_(precision="fp32")) != auto_bf16  # other numerics: other runs
 
 
 def _children(pid: int, needle: bytes) -> list[int]:
@@ -148,8 +202,8 @@ def _children(pid: int, needle: bytes) -> list[int]:
 def test_sigterm_stops_the_service_it_started(tmp_path: Path) -> None:
     cfg = tiny_experiment(tmp_path, modes=("salt",), llm_steps=2000)
     config = tmp_path / "exp.json"
-    config.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}))
-    proc = subprocess.Popen([sys.executable, "-c", "from shared.cli import main; main()", "experiment",
+    config.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items()}))
+    proc = subprocess.Popen([sys.executable, "-c", "from trainer.cli import main; main()", "experiment",
                              "--config", str(config), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -171,3 +225,23 @@ def test_sigterm_stops_the_service_it_started(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_experiment_with_hugging_face_slm_and_llm(tmp_path: Path) -> None:
+    """The harness with a Hugging Face SLM (trained from a config, then served) and a Hugging Face LLM."""
+    from tests.hf_models import tiny_config
+
+    cfg = tiny_experiment(tmp_path, modes=("baseline", "salt"), slm_steps=3, llm_steps=6)
+    # The configs need the dataset's vocabulary: prepare it first (the harness reuses it).
+    from trainer.experiments.stages import ensure_dataset
+
+    ds = ensure_dataset(cfg, lambda _: None)
+    for name, arch in (("slm", "qwen2"), ("llm", "llama")):
+        tiny_config(arch, ds.vocab_size, padding_rows=8 if arch == "qwen2" else 0).save_pretrained(str(tmp_path / name))
+    cfg = cfg.with_(slm_model=str(tmp_path / "slm" / "config.json"), llm_model=str(tmp_path / "llm" / "config.json"))
+    results = run_experiment(cfg, progress=False)
+    assert {r["mode"] for r in results["runs"]} == {"baseline", "salt"}
+    salt = next(r for r in results["runs"] if r["mode"] == "salt")
+    assert salt["slm_forwards"] > 0 and Path(results["slm"]["run"]).name.startswith("slm-3-")
+    assert json.loads((Path(salt["run"]) / "summary.json").read_text())["preset"] == "llm"  # the config's folder
+    assert "`llm`" in (Path(cfg.root) / "results.md").read_text()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,12 +11,13 @@ from shared.checkpoint import save_model
 from shared.client import SelectorClient
 from shared.data import PackedDataset
 from shared.errors import SaltError
-from shared.hashing import window_hash
 from shared.model import GPT, GPTConfig
-from shared.service_process import ServiceProcess
+from tests.trainer.recorders import record_asked_windows
 from trainer.config import TrainConfig
-from trainer.teacher import Teacher, _check_service
-from trainer.train import read_metrics, train
+from trainer.recipe import train
+from trainer.recipe.metrics import read_metrics
+from trainer.service_process import ServiceProcess
+from trainer.teacher import _check_service
 
 
 def test_salt_ds_trains_phase_one_on_the_selection_and_refuses_another_slm(
@@ -33,16 +33,8 @@ def test_salt_ds_trains_phase_one_on_the_selection_and_refuses_another_slm(
         selected = set(client.selection(sel["id"])["hashes"])
         assert len(selected) == n_kd * batch
 
-        asked: list[str] = []
-        original = Teacher.windows_for
-
-        def windows_for(self: Teacher, step: int, micro: int) -> np.ndarray:
-            w = original(self, step, micro)
-            asked.extend(window_hash(row) for row in w)
-            return w
-
-        monkeypatch.setattr(Teacher, "windows_for", windows_for)
-        cfg = TrainConfig(data=str(tiny_dataset.path), out=str(tmp_path / "run"), preset="llm-tiny", mode="salt_ds",
+        asked = record_asked_windows(monkeypatch)
+        cfg = TrainConfig.of(data=str(tiny_dataset.path), out=str(tmp_path / "run"), preset="llm-tiny", mode="salt_ds",
                           steps=6, n_kd=n_kd, batch_size=batch, warmup_steps=1, eval_every=3, eval_windows=8,
                           ckpt_every=6, device="cpu", service_url=svc.url, selection=sel["id"], kd_k=8)
         summary = train(cfg, progress=False)
@@ -58,7 +50,7 @@ def test_salt_ds_trains_phase_one_on_the_selection_and_refuses_another_slm(
     tok = tiny_dataset.tokenizer()
     save_model(other, GPT(GPTConfig.from_preset("slm-tiny", vocab_size=tok.get_vocab_size(), block_size=64)), tok)
     with ServiceProcess(other, db) as svc2:
-        bad = TrainConfig(**{**cfg.to_dict(), "out": str(tmp_path / "run2"), "service_url": svc2.url})
+        bad = TrainConfig.of(**{**cfg.to_dict(), "out": str(tmp_path / "run2"), "service_url": svc2.url})
         with pytest.raises(SaltError, match="another SLM"):
             train(bad, progress=False)
     assert not (tmp_path / "run2").exists()
@@ -77,7 +69,7 @@ def _info(ds: PackedDataset, **changes: object) -> dict[str, object]:
      ({"block_size": 4}, "context of 4"), ({"label_defaults": {"k": 8, "max_k": 8}}, "above the service's limit")],
 )
 def test_service_mismatches_are_refused(tiny_dataset: PackedDataset, changes: dict[str, object], message: str) -> None:
-    cfg = TrainConfig(data=str(tiny_dataset.path), out="o", mode="salt", service_url="http://x", kd_k=32)
+    cfg = TrainConfig.of(data=str(tiny_dataset.path), out="o", mode="salt", service_url="http://x", kd_k=32)
     _check_service(_info(tiny_dataset), cfg, tiny_dataset)  # the matching service passes
     with pytest.raises(SaltError, match=message):
         _check_service(_info(tiny_dataset, **changes), cfg, tiny_dataset)
@@ -86,9 +78,11 @@ def test_service_mismatches_are_refused(tiny_dataset: PackedDataset, changes: di
 @pytest.mark.parametrize(
     ("kw", "message"),
     [({"mode": "salt"}, "needs a selector service"), ({"mode": "salt_ds", "service_url": "http://x"},
-     "needs a stored selection"), ({"n_kd": 500}, "within the run"), ({"kd_transition": "cos"}, "kd_transition"),
+     "needs a stored selection"),
+     ({"mode": "salt", "service_url": "http://x", "selection": "s"}, "does not draw from a stored selection"),
+     ({"n_kd": 500}, "within the run"), ({"kd_transition": "cos"}, "kd_transition"),
      ({"fault_policy": "ignore"}, "fault_policy"), ({"kd_k": 0}, "kd_k")],
 )
 def test_kd_config_errors(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        TrainConfig(data="d", out="o", steps=100, **kw)  # type: ignore[arg-type]
+        TrainConfig.of(data="d", out="o", steps=100, **kw)  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,18 @@ from shared.data import PackedDataset
 from shared.errors import SaltError
 from shared.model import GPT, GPTConfig
 from trainer.config import TrainConfig
-from trainer.evaluate import evaluate_batch
+from trainer.recipe import train
+from trainer.recipe.evaluate import evaluate_batch
+from trainer.recipe.metrics import read_metrics
 from trainer.sampling import batch_indices
 from trainer.schedule import lr_at
-from trainer.train import read_metrics, train
 
 
 def tiny_cfg(ds: PackedDataset, out: Path, **kw: object) -> TrainConfig:
     base = dict(data=str(ds.path), out=str(out), preset="llm-tiny", steps=12, batch_size=4, lr=3e-3,
                 warmup_steps=2, eval_every=4, eval_windows=8, ckpt_every=6, device="cpu")
     base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    return TrainConfig.of(**base)  # type: ignore[arg-type]
 
 
 def test_loss_decreases(tiny_dataset: PackedDataset, tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_resume_is_exact(tiny_dataset: PackedDataset, tmp_path: Path) -> None:
     train(straight, progress=False)
 
     # The same run crashes after step 7 (its last checkpoint is at step 6), then resumes.
-    split = replace(straight, out=str(tmp_path / "split"))
+    split = straight.with_(out=str(tmp_path / "split"))
     with pytest.raises(_Stop):
         _train_until(split, stop_after=7)
     assert json.loads((tmp_path / "split" / "checkpoint" / "config.json").read_text())["step"] == 6
@@ -97,7 +97,7 @@ class _Stop(Exception):
 
 def _train_until(cfg: TrainConfig, stop_after: int) -> None:
     """Run ``train`` and abort (like a crash) when the metrics log reaches ``stop_after`` train steps."""
-    import trainer.train as tt
+    import trainer.recipe.metrics as tt
 
     original = tt.MetricsLog.write
 
@@ -159,7 +159,7 @@ def test_resume_refuses_changed_config(tiny_dataset: PackedDataset, tmp_path: Pa
     cfg = tiny_cfg(tiny_dataset, tmp_path / "run", steps=6)
     train(cfg, progress=False)
     with pytest.raises(SaltError, match=r"different configuration.*lr"):
-        train(replace(cfg, lr=1e-2), resume=True, progress=False)
+        train(cfg.with_(lr=1e-2), resume=True, progress=False)
 
 
 def test_non_empty_run_folder_needs_resume_or_overwrite(tiny_dataset: PackedDataset, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_non_empty_run_folder_needs_resume_or_overwrite(tiny_dataset: PackedData
     with pytest.raises(SaltError, match="not empty"):
         train(cfg, progress=False)
     with pytest.raises(SaltError, match="no checkpoint"):
-        train(replace(cfg, out=str(tmp_path / "fresh")), resume=True, progress=False)
+        train(cfg.with_(out=str(tmp_path / "fresh")), resume=True, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -178,4 +178,4 @@ def test_non_empty_run_folder_needs_resume_or_overwrite(tiny_dataset: PackedData
 )
 def test_config_validation(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        TrainConfig(data="d", out="o", **{field: value})  # type: ignore[arg-type]
+        TrainConfig.of(data="d", out="o", **{field: value})  # type: ignore[arg-type]

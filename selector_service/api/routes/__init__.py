@@ -1,0 +1,1 @@
+"""One router per resource; no route module imports another."""

@@ -1,0 +1,150 @@
+"""Soft labels and window scores: the math both sides share.
+
+The selector service computes them (``labels_and_scores``), the trainer reads them (``SoftLabels``).
+
+Shapes: B = windows, L = predicted positions per window, V = vocabulary, k = kept ids, C = n_embd.
+
+Soft labels at temperature T, per predicted position: the teacher's top-k ids (most probable first),
+their log-probs ``log_softmax(logits / T)`` and the tail, the log of the mass outside the top-k. An
+empty tail (k = V) would be ``-inf``; it is stored as ``TAIL_FLOOR`` (-1e4, finite in float16, and
+``exp(-1e4)`` is exactly 0 in every float type), and every value at or below it means "no mass".
+
+The wire format is in ``shared.wire``; the cache's storage format is the service's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TAIL_FLOOR = -1e4
+"""Stored value of an empty tail (and the lowest log-prob kept); float16-safe."""
+SALT_DS_TOPK = 10
+"""A position counts toward SALT_DS when its true token is in the SLM's top-10."""
+MAX_K = 256
+"""The most ids a top-k label set keeps per position (the service's hard bound; its setting may be lower)."""
+
+
+@dataclass
+class SoftLabels:
+    """Top-k soft labels for a batch of windows.
+
+    Attributes:
+        ids: (B, L, k) int64 token ids, most probable first.
+        logprobs: (B, L, k) float32 log-probs of those ids.
+        tail: (B, L) float32 log of the remaining mass (``<= TAIL_FLOOR`` means none).
+        lengths: (B,) int64 predicted positions per window (positions past it are padding).
+        hashes: window hashes in order (empty when unknown).
+        k: kept ids per position.
+        temperature: temperature the log-probs were computed at.
+    """
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    tail: torch.Tensor
+    lengths: torch.Tensor
+    hashes: list[str]
+    k: int
+    temperature: float
+
+
+@dataclass
+class WindowScore:
+    """Learnability figures of one window (all at temperature 1)."""
+
+    hash: str
+    n_tokens: int
+    mean_loss: float
+    median_loss: float
+    top1_acc: float
+    mean_entropy: float
+    salt_ds: float | None
+    """Median loss over positions whose true token is in the top-10; None: not selectable."""
+    embedding: np.ndarray
+    """(C,) float16 mean of the last hidden state over the window's positions."""
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned dtype that holds every id of a vocabulary."""
+    if vocab_size <= 1 << 8:
+        return np.dtype("u1")
+    if vocab_size <= 1 << 16:
+        return np.dtype("<u2")
+    return np.dtype("<u4")
+
+
+
+def labels_and_scores(
+    logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor, label_params: list[tuple[int, float]]
+) -> tuple[dict[str, np.ndarray], dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Scores and every wanted label set from one forward pass's outputs, sharing the full-vocabulary work.
+
+    Equal (within float rounding) to ``window_scores`` and ``topk_soft_labels``, which are the plain
+    references; this path computes each softmax, exponential and top-k once per temperature. The tail
+    is the sum of the probabilities outside the top-k (positive terms only: no cancellation); a tail
+    under float32's smallest normal (about e^-87) is reported as ``TAIL_FLOOR``.
+
+    Args:
+        logits: (B, L, V); targets: (B, L) int64; hidden: (B, L, C).
+        label_params: (k, temperature) pairs wanted.
+
+    Returns:
+        scores as ``window_scores`` gives them, and {(k, T): (ids (B, L, k), logprobs (B, L, k), tail (B, L))}.
+    """
+    V = logits.shape[-1]
+    logits = logits.float()
+    labels = {}
+    scores: dict[str, np.ndarray] = {}
+    for t in sorted({t for _, t in label_params} | {1.0}):
+        ks = sorted({k for k, tt in label_params if tt == t})
+        logp = F.log_softmax(logits if t == 1.0 else logits / t, dim=-1)  # (B, L, V)
+        p = logp.exp()  # (B, L, V)
+        kmax = max([*ks, min(SALT_DS_TOPK, V) if t == 1.0 else 1])
+        top_lp, top_ids = logp.topk(kmax, dim=-1)  # (B, L, kmax), sorted descending
+        if t == 1.0:
+            entropy = -torch.einsum("blv,blv->bl", p, logp)  # (B, L)
+            scores = _scores_from(logp, top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy, hidden)
+        done = 0
+        for k in ks:  # ascending: the top-k sets are nested, so p is zeroed a slice at a time
+            p.scatter_(-1, top_ids[..., done:k], 0.0)
+            done = k
+            tail = p.sum(-1).log() if k < V else torch.full(p.shape[:-1], float("-inf"), device=p.device)
+            labels[(k, t)] = (top_ids[..., :k], top_lp[..., :k].clamp_min(TAIL_FLOOR), tail.clamp_min(TAIL_FLOOR))
+    return scores, labels
+
+
+def _scores_from(
+    logp: torch.Tensor, top10: torch.Tensor, targets: torch.Tensor, entropy: torch.Tensor, hidden: torch.Tensor
+) -> dict[str, np.ndarray]:
+    B, L, _ = logp.shape
+    loss = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    in_top10 = (top10 == targets.unsqueeze(-1)).any(-1)  # (B, L)
+    top1 = (top10[..., 0] == targets).float()  # (B, L)
+    return {
+        "n_tokens": np.full(B, L, dtype=np.int64),
+        "mean_loss": loss.double().mean(-1).cpu().numpy(),
+        "median_loss": _masked_median(loss, torch.ones_like(in_top10)).cpu().numpy(),
+        "top1_acc": top1.double().mean(-1).cpu().numpy(),
+        "mean_entropy": entropy.double().mean(-1).cpu().numpy(),
+        "salt_ds": _masked_median(loss, in_top10).cpu().numpy(),
+        "embedding": hidden.float().mean(1).to(torch.float16).cpu().numpy(),
+    }
+
+
+def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Median (mean of the two middle values when even) of each row over masked entries; NaN if none.
+
+    values, mask: (B, L). Returns (B,) float64.
+    """
+    v = values.double().masked_fill(~mask, float("inf"))
+    s = v.sort(dim=-1).values  # (B, L); masked-out entries last
+    n = mask.sum(-1)  # (B,)
+    lo = ((n - 1).clamp_min(0) // 2).unsqueeze(-1)
+    hi = (n // 2).clamp_max(values.shape[-1] - 1).unsqueeze(-1)
+    med = (s.gather(-1, lo) + s.gather(-1, hi)).squeeze(-1) / 2
+    return med.masked_fill(n == 0, float("nan"))
+
+

@@ -1,0 +1,126 @@
+"""The client's requests by hash over a mock service: each replica's /v1/model read once before its first
+request, only the missing windows sent, and every tampered answer refused (both client kinds)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from shared.client import SelectorError
+from shared.hashing import window_digests, window_hash
+from shared.wire import WIRE_MEDIA_TYPE, encode_wire
+from tests.shared.test_client import KINDS, Mocked
+
+WINDOWS = np.array([[1, 2, 3], [4, 5, 6], [1, 2, 3], [7, 0, 1]], dtype=np.int64)
+HASHES = [window_hash(w) for w in WINDOWS]
+INFO = {"fingerprint": "F", "precision": "fp32"}
+
+
+def labels_of(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window's made-up labels, k = 2: (L, 2) ids, (L, 2) log-probs, (L,) tail."""
+    ids = np.stack([w[1:], w[:-1]], axis=-1)
+    return ids, -ids.astype(np.float32) / 8, np.full(len(w) - 1, -3.0)
+
+
+def answer(rows: list[np.ndarray], hashes: list[str], meta: dict[str, str]) -> httpx.Response:
+    if rows:
+        parts = [labels_of(w) for w in rows]
+        ids, lp, tail = (np.stack([p[j] for p in parts]) for j in range(3))
+    else:
+        ids, lp, tail = np.zeros((0, 0, 2)), np.zeros((0, 0, 2)), np.zeros((0, 0))
+    base = {"model": "F", "precision": "fp32", "k": "2", "temperature": "1.0", "hashes": json.dumps(hashes)}
+    content = encode_wire(ids, lp, tail, np.full(len(rows), 2), vocab_size=8, metadata=base | meta)
+    if meta.get("kind", "topk") != "topk":  # encode_wire always says topk: another kind is put in by hand
+        content = content.replace(b'"kind":"topk"', b'"kind":"' + meta["kind"][:4].encode() + b'"')
+    return httpx.Response(200, content=content, headers={"Content-Type": WIRE_MEDIA_TYPE})
+
+
+class Service:
+    """Windows 0 and 2 (one hash) cached; ``tamper`` changes one metadata field of the answer it names."""
+
+    def __init__(self, tamper: tuple[str, dict[str, str]] | None = None, info: dict[str, Any] | None = None) -> None:
+        self.seen: list[tuple[str, str, Any]] = []
+        self.tamper = tamper
+        self.info = info or {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host, path = request.url.host, request.url.path
+        self.seen.append((host, path, request.content))
+        if path == "/v1/model":
+            return httpx.Response(200, json=INFO | self.info.get(host, {}))
+        extra = self.tamper[1] if self.tamper and self.tamper[0] == path else {}
+        if path == "/v1/soft-labels/by-hash":
+            asked = [request.content[i : i + 16].hex() for i in range(0, len(request.content), 16)]
+            cached = [i for i, h in enumerate(asked) if h == HASHES[0]]
+            missing = [i for i in range(len(asked)) if i not in cached]
+            return answer([WINDOWS[0] for _ in cached], [asked[i] for i in cached],
+                          {"missing": json.dumps(missing), "count": str(len(asked)), "kind": "topk", **extra})
+        windows = [np.array(w) for w in json.loads(request.content)["windows"]]
+        return answer(windows, [window_hash(w) for w in windows], extra)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_only_missing_windows_are_sent_and_the_batch_is_in_order(kind: str) -> None:
+    svc = Service()
+    asked_for: list[list[int]] = []
+
+    def windows(positions: np.ndarray) -> np.ndarray:
+        asked_for.append(positions.tolist())
+        return WINDOWS[positions]
+
+    c = Mocked(kind, svc, ["http://a", "http://b"])
+    got = c.soft_labels_by_hash(window_digests(WINDOWS), windows, k=2)
+    assert got.hashes == HASHES and asked_for == [[1, 3]]
+    for i, w in enumerate(WINDOWS):
+        assert got.ids[i].tolist() == labels_of(w)[0].tolist()
+    assert [json.loads(body)["windows"] for _, p, body in svc.seen if p == "/v1/soft-labels"] == [
+        WINDOWS[[1, 3]].tolist()]
+    # Each replica's /v1/model once, before the first request to it; hex hashes and an array work alike.
+    c.soft_labels_by_hash(HASHES, WINDOWS, k=2)
+    c.soft_labels_by_hash(HASHES[:1], WINDOWS[:1], k=2)
+    assert [(h, p) for h, p, _ in svc.seen] == [
+        ("a", "/v1/model"), ("a", "/v1/soft-labels/by-hash"), ("b", "/v1/model"), ("b", "/v1/soft-labels"),
+        ("a", "/v1/soft-labels/by-hash"), ("b", "/v1/soft-labels"), ("a", "/v1/soft-labels/by-hash")]
+
+
+TAMPERED = [
+    ("/v1/soft-labels/by-hash", {"model": "G"}), ("/v1/soft-labels/by-hash", {"precision": "bf16"}),
+    ("/v1/soft-labels/by-hash", {"k": "3"}), ("/v1/soft-labels/by-hash", {"temperature": "2.0"}),
+    ("/v1/soft-labels/by-hash", {"kind": "sample"}), ("/v1/soft-labels/by-hash", {"hashes": json.dumps(HASHES[1:3])}),
+    ("/v1/soft-labels/by-hash", {"missing": "[3, 1]"}), ("/v1/soft-labels/by-hash", {"count": "5"}),
+    ("/v1/soft-labels", {"model": "G"}), ("/v1/soft-labels", {"hashes": json.dumps(HASHES[3:0:-2])}),
+    ("/v1/soft-labels", {"temperature": "0.5"}),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("tamper", TAMPERED, ids=[f"{p.rsplit('/', 1)[1]}-{next(iter(m))}" for p, m in TAMPERED])
+def test_a_tampered_answer_is_refused(kind: str, tamper: tuple[str, dict[str, str]]) -> None:
+    with pytest.raises(SelectorError) as e:
+        Mocked(kind, Service(tamper), "http://a").soft_labels_by_hash(HASHES, WINDOWS, k=2)
+    assert e.value.code == "bad_answer" and "does not match the request" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stale_digests_and_differing_replicas_are_refused(kind: str) -> None:
+    stale = list(HASHES)
+    stale[1] = "00" * 16  # the service hashes the window it is sent: not what the client was told
+    with pytest.raises(SelectorError, match="other windows than asked"):
+        Mocked(kind, Service(), "http://a").soft_labels_by_hash(stale, WINDOWS, k=2)
+    svc = Service(info={"b": {"fingerprint": "G"}})
+    with pytest.raises(SelectorError) as e:
+        Mocked(kind, svc, ["http://a", "http://b"]).soft_labels_by_hash(HASHES, WINDOWS, k=2)
+    assert e.value.code == "replicas_differ"
+
+
+def test_malformed_digests_are_refused_before_any_request() -> None:
+    svc = Service()
+    c = Mocked("sync", svc, "http://a")
+    for bad in (np.zeros((2, 8), np.uint8), b"\x00" * 17, ["ab"]):
+        with pytest.raises(ValueError):
+            c.soft_labels_by_hash(bad, WINDOWS[:2], k=2)
+    assert svc.seen == []
