@@ -11,6 +11,7 @@ checkpoints and the summary; every rank loads a checkpoint on resume.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,4 +89,21 @@ def all_sum(world: World, values: list[float], device: torch.device) -> list[flo
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return t.tolist()
+    out = t.tolist()
+    if t.device.type == "cpu":
+        _wait_released(t)
+    return out
+
+
+def _wait_released(t: torch.Tensor, limit_s: float = 10.0) -> None:
+    """Wait, without the GIL, until gloo's worker thread has let go of a collective's tensor.
+
+    The worker drops its reference after the collective completes and needs the GIL to do so (the tensor
+    has a Python object). If the main thread meanwhile destroyed the process group it would join that
+    worker while holding the GIL: both wait forever. That is how a run under ``torchrun`` hung at exit
+    on a loaded machine, after its summary was written; waiting here makes the end of every collective
+    certain before the next step (or the teardown) runs.
+    """
+    deadline = time.monotonic() + limit_s
+    while t._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.0005)
