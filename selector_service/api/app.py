@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from selector_service.api.errors import V1_ERRORS, error_responses, install_error_handlers
 from selector_service.api.middleware import ServiceMiddleware
 from selector_service.api.routes import health, jobs, model, pools, scores, selections, soft_labels, soft_labels_by_hash
+from selector_service.cache.batching import forward_thread
 from selector_service.cache.label_cache import LabelCache
 from selector_service.cache.slm import SLMRunner
 from selector_service.config import Settings, confined_model_path
@@ -29,19 +32,25 @@ log = logging.getLogger("selector_service")
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the SLM once (and warm it up), open the database, start the batcher and resume unfinished jobs."""
     settings: Settings = app.state.settings
-    slm = await run_in_threadpool(
-        SLMRunner, str(confined_model_path(settings)), device=settings.device, precision=settings.precision,
-        threads=settings.torch_threads, head_chunk_tokens=settings.head_chunk_tokens,
-    )
-    if settings.warmup:
-        await run_in_threadpool(slm.warmup)
+    loop = asyncio.get_running_loop()
+    forward = forward_thread()  # the SLM is loaded, warmed up and run on this one thread
+    try:
+        slm = await loop.run_in_executor(forward, partial(
+            SLMRunner, str(confined_model_path(settings)), device=settings.device, precision=settings.precision,
+            threads=settings.torch_threads, head_chunk_tokens=settings.head_chunk_tokens,
+        ))
+        if settings.warmup:
+            await loop.run_in_executor(forward, slm.warmup)
+    except BaseException:
+        forward.shutdown(wait=False)
+        raise
     database = Database(settings.database_url, init_schema)
     try:
         await run_in_threadpool(database.ensure_ready)
     except DatabaseUnavailable as e:
         # The process stays up; requests answer 503 until the database is back.
         log.warning("cache database unreachable at start-up: %s", e)
-    label_cache = LabelCache(settings, slm, database, app.state.metrics)
+    label_cache = LabelCache(settings, slm, database, app.state.metrics, forward_pool=forward)
     label_cache.batcher.start()
     app.state.label_cache = label_cache
     app.state.jobs = runner = JobRunner(label_cache, settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -40,13 +41,14 @@ class LabelCache:
     A blob that fails its checksum is counted, recomputed and replaced on the next store, never served.
     """
 
-    def __init__(self, settings: Settings, slm: SLMRunner, database: Database, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, slm: SLMRunner, database: Database, metrics: Metrics, *,
+                 forward_pool: ThreadPoolExecutor | None = None) -> None:
         self.settings = settings
         self.slm = slm
         self.database = database
         self.metrics = metrics
         self.batcher = Batcher(slm, self._persist, metrics, max_batch_tokens=settings.max_batch_tokens,
-                               max_wait_ms=settings.max_wait_ms)
+                               max_wait_ms=settings.max_wait_ms, forward_pool=forward_pool)
         self._bad: set[tuple[str, str]] = set()
         self._bad_lock = threading.Lock()
 

@@ -78,3 +78,28 @@ def test_output_layer_in_chunks_gives_the_same_answers(
         np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=1e-2)
     for a, b in zip(whole_scores, chunked_scores, strict=True):
         assert abs(a["mean_loss"] - b["mean_loss"]) < 1e-4
+
+
+def test_slm_is_loaded_warmed_up_and_run_on_one_thread(
+    tiny_checkpoint: Path, sqlite_url: str, windows: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch's CPU thread pool belongs to the thread that first runs the model: a second thread would
+    # start a second pool competing for the cores.
+    import threading
+
+    seen: dict[str, set[str]] = {"init": set(), "warmup": set(), "run": set()}
+    runner = slm_mod.SLMRunner
+    for name, attr in (("init", "__init__"), ("warmup", "warmup"), ("run", "run")):
+        original = getattr(runner, attr)
+
+        def spy(self, *a, _original=original, _name=name, **kw):  # type: ignore[no-untyped-def]
+            seen[_name].add(threading.current_thread().name)
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(runner, attr, spy)
+    with make_client(tiny_checkpoint, sqlite_url) as c:
+        assert c.post("/v1/soft-labels", json={"windows": windows[:2].tolist(), "k": 4}).status_code == 200
+        assert c.post("/v1/scores", json={"windows": windows[2:4].tolist()}).status_code == 200
+    threads = seen["init"] | seen["warmup"] | seen["run"]
+    assert len(threads) == 1 and all(seen.values()), seen
+    assert threads.pop().startswith("salt-forward")
