@@ -26,7 +26,26 @@ def unpack_bits(data: bytes, bits: int, n: int) -> np.ndarray:
     """Inverse of ``pack_bits``: (n,) int64."""
     if len(data) != packed_size(n, bits):
         raise ValueError(f"{len(data)} bytes cannot hold exactly {n} ids of {bits} bits")
-    planes = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: n * bits].reshape(n, bits)
-    full = np.zeros((n, 32), dtype=np.uint8)
-    full[:, :bits] = planes
-    return np.packbits(full, axis=1, bitorder="little").view("<u4").reshape(n).astype(np.int64)
+    return unpack_rows(np.frombuffer(data, np.uint8).reshape(1, -1), bits, n)[0].astype(np.int64)
+
+
+def unpack_rows(rows: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """``unpack_bits`` of every row of (m, packed_size(n, bits)) uint8 at once: (m, n) uint32.
+
+    Eight values fill exactly ``bits`` bytes, so value j of every such group starts at the same byte and
+    bit of its group: it is read for all groups at once as one word per group (an unaligned strided view of
+    the bytes, no copy), then shifted and masked. Eight whole-array operations, whatever n is.
+    """
+    m, width = rows.shape
+    groups = -(-n // 8)
+    word = np.dtype("<u4") if bits <= 25 else np.dtype("<u8")  # a value and its shift (< 8) fit the word
+    stride = groups * bits + word.itemsize  # room to read a whole word at the last value
+    buf = np.zeros((m, stride), np.uint8)
+    buf[:, :width] = rows
+    out = np.empty((m, groups, 8), np.uint32)
+    mask = (1 << bits) - 1
+    for j in range(8):
+        start = j * bits
+        view = np.ndarray((m, groups), word, buf, offset=start >> 3, strides=(stride, bits))
+        out[:, :, j] = (view >> (start & 7)) & mask
+    return out.reshape(m, groups * 8)[:, :n]

@@ -1,10 +1,10 @@
 """Many soft-label blobs decoded at once: the cache-hit path of requests by hash.
 
 ``codec.unpack_labels`` decodes one blob with a handful of numpy calls on small arrays; a request of
-hundreds of windows pays that per window. Here the layout-1 blobs of one shape (id width, k, L) are
-decompressed into one buffer and unshuffled, delta-decoded and cut with one call each for the whole
-batch; blobs of layout 2 (ids in packed bits or byte-shuffled, whichever was smaller) are decoded one
-by one by the codec. Every blob's checksum is still checked; a damaged one is reported, never decoded.
+hundreds of windows pays that per window. Here blobs are grouped by layout (layout 1, or layout 2 with
+its id coding and bits; k and L): each group is decompressed into one buffer whose ids are unpacked
+(packed bits) or unshuffled (whole bytes), and whose log-prob deltas and tail are decoded, with one call
+each for the whole group. Every blob's checksum is still checked; a damaged one is reported, never decoded.
 """
 
 from __future__ import annotations
@@ -16,7 +16,19 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from selector_service.store.codec import _ID_DTYPES, _V1_HEADER, _V1_MAGIC, BlobError, checksum, labels_from_raw
+from selector_service.store.bitpack import packed_size, unpack_rows
+from selector_service.store.codec import (
+    _BYTES,
+    _ID_DTYPES,
+    _KINDS,
+    _PACKED,
+    _V1_HEADER,
+    _V1_MAGIC,
+    BlobError,
+    _dtype_of_bits,
+    _v2_header,
+    checksum,
+)
 
 _local = threading.local()  # a zstd context per thread: creating one costs more than decompressing a blob
 
@@ -46,55 +58,59 @@ def unpack_label_batch(blobs: list[bytes], checksums: list[str], k: int) -> tupl
     """
     dctx = getattr(_local, "dctx", None) or _new_dctx()
     raws: list[bytes] = []
-    heads: list[tuple[int, int]] = []  # (id itemsize, L)
-    rows: list[int] = []  # each good blob's place among the good ones, in the order of raws / decoded
-    decoded: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+    layouts: list[_Layout] = []
     bad: list[int] = []
     for i, (blob, ck) in enumerate(zip(blobs, checksums, strict=True)):
-        good = len(rows) + len(decoded)
         try:
             if checksum(blob) != ck:
                 raise BlobError("checksum mismatch")
             raw = dctx.decompress(blob)
-            if raw[:4] != _V1_MAGIC:  # layout 2: the codec's own decoder
-                arrays = labels_from_raw(raw)
-                if arrays[0].shape[-1] != k:
-                    raise BlobError("not a soft-label blob of this k")
-                decoded.append((good, arrays))
-                continue
-            _, size, kk, L = _V1_HEADER.unpack_from(raw)
-            if size not in _ID_DTYPES or kk != k:
-                raise BlobError("not a soft-label blob of this k")
-            if len(raw) != _V1_HEADER.size + L * k * (size + 2) + 2 * L:
-                raise BlobError("soft-label blob has the wrong length")
+            layout = _layout_of(raw, k)
         except (BlobError, zstandard.ZstdError, struct.error):
             bad.append(i)
             continue
         raws.append(raw)
-        heads.append((size, L))
-        rows.append(good)
-    batch = _assemble(raws, heads, k)
-    if not decoded:
-        return batch, bad
-    return _with_decoded(batch, rows, decoded, k), bad
+        layouts.append(layout)
+    return _assemble(raws, layouts, k), bad
 
 
-def _with_decoded(batch: LabelBatch, rows: list[int], decoded: list[tuple[int, tuple[np.ndarray, np.ndarray,
-                  np.ndarray]]], k: int) -> LabelBatch:
-    """The layout-1 batch (at ``rows``) and the blobs decoded one by one, in their order, padded to the longest."""
-    n = len(rows) + len(decoded)
-    L_max = max([batch.ids.shape[1] if rows else 0, *(a[0].shape[0] for _, a in decoded)])
-    dt = max([batch.ids.dtype if rows else np.dtype("u1"), *(a[0].dtype for _, a in decoded)], key=lambda d: d.itemsize)
-    out = LabelBatch(np.zeros((n, L_max, k), dt), np.zeros((n, L_max, k), "<f2"), np.zeros((n, L_max), "<f2"),
-                     np.zeros(n, np.int32))
-    if rows:
-        L = batch.ids.shape[1]
-        out.ids[rows, :L], out.logprobs[rows, :L], out.tail[rows, :L] = batch.ids, batch.logprobs, batch.tail
-        out.lengths[rows] = batch.lengths
-    for j, (ids, lp, tail) in decoded:
-        L = ids.shape[0]
-        out.ids[j, :L], out.logprobs[j, :L], out.tail[j, :L], out.lengths[j] = ids, lp, tail, L
-    return out
+@dataclass(frozen=True)
+class _Layout:
+    """How a decompressed top-k blob is laid out: header bytes, id coding and width, L and k."""
+
+    header: int
+    packed: bool
+    bits: int
+    size: int  # bytes of a decoded id
+    L: int
+    k: int
+
+    @property
+    def id_bytes(self) -> int:
+        return packed_size(self.L * self.k, self.bits) if self.packed else self.L * self.k * self.size
+
+    @property
+    def length(self) -> int:
+        return self.header + self.id_bytes + 2 * self.L * self.k + 2 * self.L
+
+
+def _layout_of(raw: bytes, k: int) -> _Layout:
+    """The layout of a decompressed blob of ``k`` ids per position; BlobError when it is not one."""
+    if raw[:4] == _V1_MAGIC:
+        _, size, kk, L = _V1_HEADER.unpack_from(raw)
+        if size not in _ID_DTYPES:
+            raise BlobError("not a soft-label blob")
+        layout = _Layout(_V1_HEADER.size, False, 8 * size, size, L, kk)
+    else:
+        kind, coding, bits, kk, L, n, off = _v2_header(raw)
+        if kind != _KINDS["topk"] or n != L * kk or coding not in (_PACKED, _BYTES):
+            raise BlobError("not a top-k soft-label blob")
+        layout = _Layout(off, coding == _PACKED, bits, _dtype_of_bits(bits).itemsize, L, kk)
+    if kk != k:
+        raise BlobError("not a soft-label blob of this k")
+    if len(raw) != layout.length:
+        raise BlobError("soft-label blob has the wrong length")
+    return layout
 
 
 def _new_dctx() -> zstandard.ZstdDecompressor:
@@ -102,29 +118,33 @@ def _new_dctx() -> zstandard.ZstdDecompressor:
     return _local.dctx
 
 
-def _assemble(raws: list[bytes], heads: list[tuple[int, int]], k: int) -> LabelBatch:
+def _assemble(raws: list[bytes], layouts: list[_Layout], k: int) -> LabelBatch:
     """One padded batch from decompressed blobs; each group of one layout is decoded in one go."""
     n = len(raws)
-    size = max((s for s, _ in heads), default=1)
-    L_max = max((L for _, L in heads), default=0)
-    if n and all(h == heads[0] for h in heads):  # the usual case: one layout, no padding, no copy
-        return _decode_group(raws, size, L_max, k)
+    size = max((lay.size for lay in layouts), default=1)
+    L_max = max((lay.L for lay in layouts), default=0)
+    if n and all(lay == layouts[0] for lay in layouts):  # the usual case: one layout, no padding, no copy
+        return _decode_group(raws, layouts[0])
     out = LabelBatch(np.zeros((n, L_max, k), _ID_DTYPES[size]), np.zeros((n, L_max, k), "<f2"),
                      np.zeros((n, L_max), "<f2"), np.zeros(n, np.int32))
-    for layout in set(heads):
-        rows = [i for i, h in enumerate(heads) if h == layout]
-        part = _decode_group([raws[i] for i in rows], layout[0], layout[1], k)
-        L = layout[1]
+    for layout in set(layouts):
+        rows = [i for i, lay in enumerate(layouts) if lay == layout]
+        part = _decode_group([raws[i] for i in rows], layout)
+        L = layout.L
         out.ids[rows, :L], out.logprobs[rows, :L], out.tail[rows, :L] = part.ids, part.logprobs, part.tail
         out.lengths[rows] = L
     return out
 
 
-def _decode_group(raws: list[bytes], size: int, L: int, k: int) -> LabelBatch:
-    """Blobs of one layout: header, then byte planes of ids, of log-prob deltas and of the tail."""
-    buf = np.frombuffer(b"".join(raws), np.uint8).reshape(len(raws), -1)[:, _V1_HEADER.size :]
-    n_ids, n_lp = L * k * size, 2 * L * k
-    ids = _planes(buf[:, :n_ids], size).reshape(-1, L, k)
+def _decode_group(raws: list[bytes], layout: _Layout) -> LabelBatch:
+    """Blobs of one layout: header, then the ids, the byte planes of log-prob deltas and of the tail."""
+    L, k = layout.L, layout.k
+    buf = np.frombuffer(b"".join(raws), np.uint8).reshape(len(raws), -1)[:, layout.header :]
+    n_ids, n_lp = layout.id_bytes, 2 * L * k
+    if layout.packed:
+        ids = unpack_rows(buf[:, :n_ids], layout.bits, L * k).astype(_ID_DTYPES[layout.size]).reshape(-1, L, k)
+    else:
+        ids = _planes(buf[:, :n_ids], layout.size).reshape(-1, L, k)
     delta = _planes(buf[:, n_ids : n_ids + n_lp], 2).reshape(-1, L, k)
     flat = delta.reshape(-1, k)
     for j in range(1, k):  # a running sum of the bit-pattern deltas along k (mod 2^16), column by column:

@@ -8,7 +8,7 @@ import torch
 import zstandard
 
 from selector_service.store import codec
-from selector_service.store.bitpack import id_bits, pack_bits, unpack_bits
+from selector_service.store.bitpack import id_bits, pack_bits, unpack_bits, unpack_rows
 from selector_service.store.codec import (
     BlobError,
     checksum,
@@ -95,6 +95,15 @@ def test_ids_take_the_fewest_bits() -> None:
     blob = pack_labels(ids, lp, np.zeros(64, dtype=np.float16), vocab_size=131_072)
     assert len(blob) < 64 * 32 * 17 / 8 + 200
     np.testing.assert_array_equal(unpack_labels(blob, checksum(blob))[0], ids)
+
+
+def test_rows_of_packed_ids_unpack_at_once_for_every_width_and_partial_groups() -> None:
+    rng = np.random.default_rng(3)
+    for bits in (1, 7, 13, 17, 25, 26, 32):
+        for n in (1, 5, 8, 101):
+            values = rng.integers(0, 1 << bits, (3, n), dtype=np.uint64)
+            rows = np.stack([np.frombuffer(pack_bits(v, bits), np.uint8) for v in values])
+            np.testing.assert_array_equal(unpack_rows(rows, bits, n), values)
 
 
 def test_sampled_blob_roundtrip_and_damage() -> None:

@@ -76,3 +76,23 @@ def test_old_and_new_layouts_decode_together_as_one_by_one() -> None:
         assert np.array_equal(batch.ids[i, :n], ids) and np.array_equal(batch.logprobs[i, :n].view("<u2"),
                                                                         lp.view("<u2"))
         assert np.array_equal(batch.tail[i, :n].view("<u2"), tail.view("<u2"))
+
+
+@pytest.mark.parametrize("vocab", [300, 8192, 131_072])
+def test_both_id_codings_of_layout_two_decode_in_one_batch_as_one_by_one(vocab: int) -> None:
+    """Skewed ids compress best as whole bytes, random ids as packed bits: a batch holds both codings."""
+    import zstandard
+
+    rng = np.random.default_rng(vocab)
+    skewed = [pack_labels(np.minimum(rng.geometric(0.3, size=(6, 8)), vocab - 1), np.zeros((6, 8), np.float16),
+                          rng.normal(-2, 1, size=6).astype(np.float16), vocab) for _ in range(3)]
+    blobs = [blob(rng, 6, 8, vocab), *skewed, blob(rng, 6, 8, vocab)]
+    codings = {zstandard.ZstdDecompressor().decompress(b)[4 + 1] for b in blobs}  # b"SLB", version, kind, coding
+    assert codings == {0, 1}  # packed bits and whole bytes both present
+    batch, bad = unpack_label_batch(blobs, [checksum(b) for b in blobs], 8)
+    assert bad == []
+    for i, b in enumerate(blobs):
+        ids, lp, tail = unpack_labels(b, checksum(b))
+        assert np.array_equal(batch.ids[i], ids) and batch.ids.dtype == ids.dtype
+        assert np.array_equal(batch.logprobs[i].view("<u2"), lp.view("<u2"))
+        assert np.array_equal(batch.tail[i].view("<u2"), tail.view("<u2"))
