@@ -76,3 +76,31 @@ def time_to(step: float, llm_s: Sequence[Point], teacher_s: float, teacher_steps
     parts = {"llm_s": value_at(llm_s, step), "teacher_s": teacher_s_at(step, teacher_s, teacher_steps),
              "slm_share_s": slm_share_s}
     return {**parts, "total_s": sum(parts.values())}
+
+
+LEAD_AT = 0.8
+"""Where the lead that a reach of at most this fraction of the baseline's steps needs is read."""
+
+
+def leads(run: Sequence[Point], baseline: Sequence[Point], budget: int,
+          kd_end: float | None) -> dict[str, float | None]:
+    """How far a run's loss is below its baseline's (the lead, in nats), and the lead it would need.
+
+    ``kd_end``: the lead where phase one ended; ``at_80``: at 80% of the baseline's ``budget`` steps;
+    ``needed_80``: the baseline's own fall over its last 20% of steps, which is the lead at 80% that reaching
+    the baseline's final loss by then takes (a run with ``at_80 >= needed_80`` is at or below that loss
+    there); ``end``: at the run's last step, when the baseline was evaluated there too. A value the curves do
+    not cover is None.
+    """
+
+    def lead_at(step: float | None) -> float | None:
+        if step is None or not (run and baseline):
+            return None
+        lo, hi = max(run[0][0], baseline[0][0]), min(run[-1][0], baseline[-1][0])
+        return value_at(baseline, step) - value_at(run, step) if lo <= step <= hi else None
+
+    at = LEAD_AT * budget
+    covered = bool(baseline) and baseline[0][0] <= at <= baseline[-1][0] and baseline[-1][0] == budget
+    return {"kd_end": lead_at(kd_end), "at_80": lead_at(at),
+            "needed_80": value_at(baseline, at) - baseline[-1][1] if covered else None,
+            "end": lead_at(run[-1][0]) if run else None}

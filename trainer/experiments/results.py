@@ -13,7 +13,7 @@ import numpy as np
 from shared.errors import SaltError
 from trainer.experiments.config import ExperimentConfig
 from trainer.experiments.curves import read_curves, run_curve
-from trainer.experiments.measures import reach_step, time_to, value_at
+from trainer.experiments.measures import leads, reach_step, time_to, value_at
 from trainer.experiments.stages import slm_dir
 from trainer.recipe.metrics import finished_summary
 
@@ -30,9 +30,10 @@ def collect(cfg: ExperimentConfig, runs: dict[tuple[str, int], Path]) -> tuple[d
     return compute(cfg, info, curves), curves
 
 
-def _row(c: dict[str, Any], target: float | None, budget: int, slm_share_s: float) -> dict[str, Any]:
-    """One run's figures from its curve: ``target`` is its seed's baseline final loss."""
+def _row(c: dict[str, Any], base: dict[str, Any] | None, budget: int, slm_share_s: float) -> dict[str, Any]:
+    """One run's figures from its curve; ``base`` is its seed's baseline curve (None: no baseline)."""
     ev = c["evals"]
+    target = base["evals"][-1][1] if base is not None else None
     at = AT * budget
     inside = ev[0][0] <= at <= ev[-1][0]
     reach = reach_step([(e[0], e[1]) for e in ev], target) if target is not None else None
@@ -48,6 +49,8 @@ def _row(c: dict[str, Any], target: float | None, budget: int, slm_share_s: floa
         "kd_end_step": c["kd_end_step"], "kd_end_from": c["kd_end_from"],
         "reach_step": reach, "reach_fraction": reach / budget if reach is not None else None,
         "saving": reach is not None and reach < budget,
+        "lead": None if base is None or c["kind"] == "baseline" else leads(
+            [(e[0], e[1]) for e in ev], [(e[0], e[1]) for e in base["evals"]], budget, c["kd_end_step"]),
         "time_to_reach": time, "time_to_reach_s": time["total_s"] if time else None, "time_ratio": None,
         **{k: c[k] for k in ("llm_s", "teacher_s", "stall", "cache_hits", "cache_misses", "slm_forwards",
                              "fallback_batches")},
@@ -80,6 +83,7 @@ def _aggregate(mine: list[dict[str, Any]], kind: str, steps: int) -> dict[str, A
         "time_ratio": _mean_std(ratios),
         "time_ratio_worst": None if never or len(ratios) < len(mine) else max(ratios),
         "kd_end_steps": [r["kd_end_step"] for r in mine],
+        **{f"lead_{k}": _mean_std([(r["lead"] or {}).get(k) for r in mine]) for k in ("at_80", "needed_80")},
     })
     return agg
 
@@ -90,8 +94,7 @@ def compute(cfg: ExperimentConfig, slm: dict[str, Any], curves: list[dict[str, A
     kd_runs = sum(c["kind"] != "baseline" for c in curves)
     share = (slm.get("train_s") or 0.0) / kd_runs if kd_runs else 0.0
     base = {c["seed"]: c for c in curves if c["mode"] == "baseline"}
-    rows = [_row(c, base[c["seed"]]["evals"][-1][1] if c["seed"] in base else None, cfg.llm_steps, share)
-            for c in curves]
+    rows = [_row(c, base.get(c["seed"]), cfg.llm_steps, share) for c in curves]
     base_time = {r["seed"]: r["time_to_reach_s"] for r in rows if r["mode"] == "baseline"}
     for r in rows:
         if r["time_to_reach_s"] is not None and base_time.get(r["seed"]):

@@ -101,6 +101,33 @@ def run_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _nats(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.4f}"
+
+
+def lead_table(results: dict[str, Any]) -> list[str]:
+    """One row per KD run: its lead over its seed's baseline (baseline loss − run loss) where phase one
+    ended, at 80% of the steps and at the end, beside the lead at 80% a reach by then needs."""
+    lines = [
+        "| mode | seed | KD end step | lead at KD end | lead at 80% | needed at 80% (the baseline's fall over its "
+        "last 20%) | lead at the end |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        lead = r.get("lead")
+        if not lead:
+            continue
+        kd = "—" if r["kd_end_step"] is None else str(r["kd_end_step"])
+        lines.append(f"| {r['mode']} | {r['seed']} | {kd} | {_nats(lead['kd_end'])} | {_nats(lead['at_80'])} | "
+                     f"{_nats(lead['needed_80'])} | {_nats(lead['end'])} |")
+    return lines if len(lines) > 2 else []
+
+
+def _lead_cell(a: dict[str, Any]) -> str:
+    have, need = a.get("lead_at_80"), a.get("lead_needed_80")
+    return "—" if not have or not need else f"{have['mean']:+.3f} / {need['mean']:.3f}"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     cfg, slm = results["config"], results["slm"]
     share = f"{slm['share_s']:.0f} s" if slm.get("train_s") is not None else "unknown"
@@ -119,12 +146,19 @@ def results_markdown(results: dict[str, Any]) -> str:
         "cache reads on hits), and the run's share of the SLM's training; the baseline's is its own time to its "
         "final loss. Reach and wall-clock are means over the runs that reached it.", "",
         *run_table(results), "",
+        *_with_heading(lead_table(results), "What must survive: the lead (baseline loss − run loss, same seed) where "
+                       "phase one ended, at 80% of the steps and at the end. Reaching the baseline's final loss by "
+                       "80% of the steps takes a lead at 80% at least the baseline's own fall over its last 20%."),
         f"The SLM's training ({'unknown' if slm.get('train_s') is None else format(slm['train_s'], '.0f') + ' s'}) "
         f"is shared over the {slm.get('kd_runs', 0)} KD runs that use it ({share} each); teacher time is the "
         "service's time answering phase-one label requests (a background thread, counted in full).", "",
         "![validation log-perplexity](val_loss.png)", "", "![validation accuracy](val_acc.png)", "",
     ]
     return "\n".join(lines)
+
+
+def _with_heading(table: list[str], text: str) -> list[str]:
+    return [text, "", *table, ""] if table else []
 
 
 def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
@@ -134,8 +168,8 @@ def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
     lines = [
         "| experiment | SLM (steps, val log-ppl) | n_kd | w | transition | mode | steps | seeds | final val log-ppl | "
         "vs baseline | final val acc | reached baseline final (runs) | at % of the baseline's steps | "
-        "wall-clock ÷ baseline's |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "wall-clock ÷ baseline's | lead at 80% / needed (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in all_results:
         cfg, modes = res["config"], res["modes"]
@@ -154,6 +188,6 @@ def ablation_markdown(all_results: list[dict[str, Any]]) -> str:
                 f"{'—' if kind in ('baseline', 'kd_full') else transition} | {mode} | "
                 f"{a.get('steps', cfg['llm_steps'])} | {a['n']} | "
                 f"{_pm(a['final_loss'], a['n'], '.4f')} | {delta} | {_pm(a['final_acc'], a['n'], '.2%')} | "
-                f"{a['reached']}/{a['n']} | {_reach(a)} | {_ratio(a)} |"
+                f"{a['reached']}/{a['n']} | {_reach(a)} | {_ratio(a)} | {_lead_cell(a)} |"
             )
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import SaltError
-from trainer.experiments.measures import reach_label, reach_step, teacher_s_at, time_to, value_at
+from trainer.experiments.measures import leads, reach_label, reach_step, teacher_s_at, time_to, value_at
 
 CURVE = [(0, 10.0), (50, 6.0), (100, 5.0), (150, 4.5), (200, 4.2), (250, 4.0)]
 
@@ -62,3 +62,17 @@ def test_wall_clock_to_a_step() -> None:
     assert teacher_s_at(10, 8.0, 40) == pytest.approx(2.0)
     assert teacher_s_at(10, 0.0, 0) == 0.0  # a baseline asks no teacher
     assert time_to(200, llm, 0.0, 0, 0.0)["total_s"] == 50.0
+
+
+def test_leads_read_where_phase_one_ended_at_80_percent_and_at_the_end_against_the_lead_needed() -> None:
+    baseline = [(0, 9.0), (25, 6.0), (50, 5.0), (75, 4.5), (100, 4.0)]
+    run = [(0, 9.0), (25, 5.0), (50, 4.2), (75, 3.8), (100, 3.7)]
+    got = leads(run, baseline, 100, kd_end=40)
+    assert got["kd_end"] == pytest.approx(5.4 - 4.52)  # interpolated on both curves at step 40
+    assert got["at_80"] == pytest.approx(4.4 - 3.78)
+    assert got["needed_80"] == pytest.approx(4.4 - 4.0)  # the baseline's fall over its last 20 steps
+    assert got["end"] == pytest.approx(0.3)
+    # A short run is not read past its last evaluation; nothing without a phase one or a full-length baseline.
+    short = leads(run[:3], baseline, 100, kd_end=None)
+    assert short["at_80"] is None and short["kd_end"] is None and short["end"] == pytest.approx(0.8)
+    assert leads(run, baseline[:4], 100, kd_end=40)["needed_80"] is None

@@ -8,7 +8,7 @@ import pytest
 
 from trainer.experiments.config import ExperimentConfig
 from trainer.experiments.results import compute
-from trainer.experiments.tables import results_markdown
+from trainer.experiments.tables import ablation_markdown, results_markdown
 
 
 def curve(mode: str, seed: int, losses: list[float], *, kd_end: int | None = None, teacher_s: float = 0.0,
@@ -55,6 +55,11 @@ def test_reach_saving_and_wall_clock_per_run_and_per_mode() -> None:
     assert "| salt | 100 |" in text and "81% (worst no saving)" in text and "| 40 |" in text
     assert "| salt | 0 | 3.7000 | 40 | 62.5 | 62% | 75 s | 20 s | 15 s | 110 s | 1.10 |" in text
     assert "| salt | 1 | 3.9000 | 40 | 100.0 | no saving |" in text
+    # The lead that survives: seed 0 holds 0.62 at step 80 where 0.40 (the baseline's last fall) is needed.
+    assert s0["lead"] == pytest.approx({"kd_end": 0.88, "at_80": 0.62, "needed_80": 0.4, "end": 0.3})
+    assert b0["lead"] is None and salt["lead_needed_80"] == pytest.approx({"mean": 0.4, "std": 0.0})
+    assert "| salt | 0 | 40 | +0.8800 | +0.6200 | +0.4000 | +0.3000 |" in text
+    assert "+0.480 / 0.400" in ablation_markdown([res])  # seed 1: 4.4 - 4.06 = 0.34 at step 80
 
 
 def test_a_run_that_ends_above_the_baseline_never_reaches_it() -> None:
