@@ -148,10 +148,13 @@ class LabelPrefetcher:
                 return
 
     def _labels(self, step: int, micro: int, windows: np.ndarray) -> SoftLabels | SampledLabels:
-        if self.kind == "sample":
-            return self.client.sampled_labels(windows, draws=self.draws, temperature=self.temperature)
         if self.digests_for is None:
+            if self.kind == "sample":
+                return self.client.sampled_labels(windows, draws=self.draws, temperature=self.temperature)
             return self.client.soft_labels(windows, k=self.k, temperature=self.temperature)
+        if self.kind == "sample":
+            return self.client.sampled_labels_by_hash(self.digests_for(step, micro), windows, draws=self.draws,
+                                                      temperature=self.temperature)
         return self.client.soft_labels_by_hash(self.digests_for(step, micro), windows, k=self.k,
                                                temperature=self.temperature)
 

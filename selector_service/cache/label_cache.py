@@ -92,11 +92,7 @@ class LabelCache:
         rows = get_rows(database=self.database, model=self.slm.model_key, params=[params], hashes=unique)
         stored = [rows[(h, params)] for h in unique if (h, params) in rows]
         batch, bad = unpack_label_batch([r.blob for r in stored], [r.checksum for r in stored], k)
-        if bad:
-            log.warning("%d cached blobs of %s are damaged; recomputing them", len(bad), params)
-            self.metrics.cache_bad_blobs.inc(len(bad))
-            with self._bad_lock:
-                self._bad.update((stored[i].window_hash, params) for i in bad)
+        self._damaged([stored[i].window_hash for i in bad], params)
         bad_set = set(bad)
         row_of = {r.window_hash: j for j, r in enumerate(r for i, r in enumerate(stored) if i not in bad_set)}
         # Misses are counted when their windows are sent (the client sends them next), not twice.
@@ -106,6 +102,38 @@ class LabelCache:
         if not np.array_equal(take, np.arange(len(row_of))):  # repeats or a different order: gather
             batch = LabelBatch(batch.ids[take], batch.logprobs[take], batch.tail[take], batch.lengths[take])
         return positions, batch
+    def cached_sampled(self, hashes: list[str], draws: int, temperature: float
+                       ) -> tuple[list[int], list[SampledArrays]]:
+        """Sampled labels of the windows already cached, found by hash alone, as ``cached_labels`` finds
+        top-k ones (blocking: call it from a worker thread). Returns the positions in ``hashes`` found,
+        ascending, and each one's ids and counts (L, W); a damaged blob counts as not found."""
+        params = sampled_params(draws, temperature)
+        unique = list(dict.fromkeys(hashes))
+        rows = get_rows(database=self.database, model=self.slm.model_key, params=[params], hashes=unique)
+        found: dict[str, SampledArrays] = {}
+        bad: list[str] = []
+        for h in unique:
+            row = rows.get((h, params))
+            if row is None:
+                continue
+            try:
+                found[h] = unpack_sampled(row.blob, row.checksum)
+            except BlobError:
+                bad.append(h)
+        self._damaged(bad, params)
+        self.metrics.cache_hits.inc(len(found))  # misses are counted when their windows are sent
+        positions = [i for i, h in enumerate(hashes) if h in found]
+        return positions, [found[hashes[i]] for i in positions]
+
+    def _damaged(self, hashes: list[str], params: str) -> None:
+        """Count blobs that failed their checks and mark them to be replaced when computed again."""
+        if not hashes:
+            return
+        log.warning("%d cached blobs of %s are damaged; recomputing them", len(hashes), params)
+        self.metrics.cache_bad_blobs.inc(len(hashes))
+        with self._bad_lock:
+            self._bad.update((h, params) for h in hashes)
+
     async def sampled_labels(
         self, windows: list[np.ndarray], draws: int, temperature: float
     ) -> tuple[list[str], list[SampledArrays]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from dataclasses import fields, replace
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 import torch
@@ -17,7 +18,8 @@ import torch
 from shared.client.core import SelectorError, Windows
 from shared.data import HASH_BYTES
 from shared.labels import SoftLabels
-from shared.wire import decode_wire, wire_metadata
+from shared.sampling import SampledLabels
+from shared.wire import decode_sampled_wire, decode_wire, wire_metadata
 
 Digests: TypeAlias = np.ndarray | bytes | Sequence[str]
 """N window hashes: an (N, 16) uint8 array (``WindowSplit.digests`` rows), N x 16 raw bytes, or N hex strings."""
@@ -58,6 +60,14 @@ def decode_topk(data: bytes) -> tuple[SoftLabels, dict[str, str]]:
         raise bad_answer(str(e)) from e
 
 
+def decode_sampled(data: bytes) -> tuple[SampledLabels, dict[str, str]]:
+    """A sampled-label wire answer and its metadata; another kind or format is a ``bad_answer``."""
+    try:
+        return decode_sampled_wire(data), wire_metadata(data)
+    except ValueError as e:
+        raise bad_answer(str(e)) from e
+
+
 def missing_positions(meta: dict[str, str], n: int) -> list[int]:
     """The request positions a by-hash answer names as not cached: ascending, each in [0, n)."""
     try:
@@ -75,19 +85,36 @@ def check_answer(labels: SoftLabels, meta: dict[str, str], *, hashes: list[str],
                  temperature: float) -> None:
     """Refuse an answer unless it holds top-k labels of exactly ``hashes`` (in that order), at ``k`` and
     ``temperature``, from the model and precision that the answering replica's ``/v1/model`` (``info``) names."""
+    _check_source(meta, info, "topk")
+    if labels.k != k or labels.ids.shape[-1] != k or labels.temperature != temperature:
+        raise bad_answer(f"k {labels.k} (ids of {labels.ids.shape[-1]}) at temperature {labels.temperature}, "
+                         f"asked k {k} at {temperature}")
+    _check_hashes(labels.hashes, labels.ids.shape[0], hashes)
+
+
+def check_sampled_answer(labels: SampledLabels, meta: dict[str, str], *, hashes: list[str], info: dict[str, Any],
+                         draws: int, temperature: float) -> None:
+    """``check_answer`` for sampled labels: of exactly ``hashes``, ``draws`` draws at ``temperature``."""
+    _check_source(meta, info, "sample")
+    if labels.draws != draws or labels.temperature != temperature:
+        raise bad_answer(f"{labels.draws} draws at temperature {labels.temperature}, asked {draws} at {temperature}")
+    _check_hashes(labels.hashes, labels.ids.shape[0], hashes)
+
+
+def _check_source(meta: dict[str, str], info: dict[str, Any], kind: str) -> None:
     if meta.get("model") != info.get("fingerprint"):
         raise bad_answer(f"labels of model {meta.get('model')}, while the replica serves {info.get('fingerprint')}")
     if meta.get("precision") != info.get("precision"):
         raise bad_answer(f"labels at precision {meta.get('precision')}, the replica runs {info.get('precision')}")
-    if meta.get("kind", "topk") != "topk":
-        raise bad_answer(f"labels of kind {meta.get('kind')}, not topk")
-    if labels.k != k or labels.ids.shape[-1] != k or labels.temperature != temperature:
-        raise bad_answer(f"k {labels.k} (ids of {labels.ids.shape[-1]}) at temperature {labels.temperature}, "
-                         f"asked k {k} at {temperature}")
-    if labels.hashes != hashes or labels.ids.shape[0] != len(hashes):
-        diff = next((i for i, (a, b) in enumerate(zip(hashes, labels.hashes, strict=False)) if a != b), None)
-        where = f"window {diff}: asked {hashes[diff]}, answered {labels.hashes[diff]}" if diff is not None else (
-            f"{labels.ids.shape[0]} windows answered, {len(hashes)} asked")
+    if meta.get("kind", "topk") != kind:
+        raise bad_answer(f"labels of kind {meta.get('kind')}, not {kind}")
+
+
+def _check_hashes(got: list[str], rows: int, hashes: list[str]) -> None:
+    if got != hashes or rows != len(hashes):
+        diff = next((i for i, (a, b) in enumerate(zip(hashes, got, strict=False)) if a != b), None)
+        where = f"window {diff}: asked {hashes[diff]}, answered {got[diff]}" if diff is not None else (
+            f"{rows} windows answered, {len(hashes)} asked")
         raise bad_answer(f"other windows than asked ({where})")
 
 
@@ -110,24 +137,26 @@ def windows_at(windows: MissingWindows, positions: list[int]) -> Windows:
     return [windows[i] for i in positions]
 
 
-def merged(n: int, found: SoftLabels, found_at: list[int], computed: SoftLabels, computed_at: list[int],
-           hashes: list[str]) -> SoftLabels:
+Labels = TypeVar("Labels", SoftLabels, SampledLabels)
+
+
+def merged(n: int, found: Labels, found_at: list[int], computed: Labels, computed_at: list[int],
+           hashes: list[str]) -> Labels:
     """One batch in request order from the cached labels (rows ``found_at``) and the computed ones; every
-    computed row goes to each position whose hash is its (``computed_at``: each hash's first position)."""
+    computed row goes to each position whose hash is its (``computed_at``: each hash's first position).
+    Every tensor of the labels (top-k or sampled) is padded with zeros to the longer and wider of the two."""
     row_of = {hashes[p]: j for j, p in enumerate(computed_at)}
     found_set = set(found_at)
     missing_at = [p for p in range(n) if p not in found_set]
     rows = torch.tensor([row_of[hashes[p]] for p in missing_at], dtype=torch.long)
-    L = max(found.ids.shape[1], computed.ids.shape[1])
-    k = computed.k
-    out = SoftLabels(ids=torch.zeros(n, L, k, dtype=torch.long), logprobs=torch.zeros(n, L, k),
-                     tail=torch.zeros(n, L), lengths=torch.zeros(n, dtype=torch.long), hashes=list(hashes), k=k,
-                     temperature=computed.temperature)
-    parts = ((found.ids, found.logprobs, found.tail, found.lengths, found_at),
-             (computed.ids[rows], computed.logprobs[rows], computed.tail[rows], computed.lengths[rows], missing_at))
-    for ids, logprobs, tail, lengths, at in parts:
-        if at:
-            idx, Lp = torch.tensor(at, dtype=torch.long), ids.shape[1]
-            out.ids[idx, :Lp], out.logprobs[idx, :Lp] = ids, logprobs
-            out.tail[idx, :Lp], out.lengths[idx] = tail, lengths
-    return out
+    out: dict[str, torch.Tensor] = {}
+    for f in fields(computed):
+        a, b = getattr(found, f.name), getattr(computed, f.name)
+        if not isinstance(b, torch.Tensor):
+            continue
+        shape = (n, *(max(x, y) for x, y in zip(a.shape[1:], b.shape[1:], strict=True)))
+        out[f.name] = t = torch.zeros(shape, dtype=b.dtype)
+        for part, at in ((a, found_at), (b[rows], missing_at)):
+            if at:
+                t[(torch.tensor(at, dtype=torch.long), *(slice(0, d) for d in part.shape[1:]))] = part
+    return replace(computed, **out, hashes=list(hashes))

@@ -18,6 +18,8 @@ from shared.client.by_hash import (
     MissingWindows,
     check_answer,
     check_same_model,
+    check_sampled_answer,
+    decode_sampled,
     decode_topk,
     digest_body,
     merged,
@@ -64,27 +66,53 @@ class Operations(ClientCore):
             SelectorError: the service failed, or (code ``bad_answer``, ``replicas_differ``) an answer does
                 not match what was asked or what its replica's ``/v1/model`` says it serves.
         """
+        def check(labels: SoftLabels, meta: dict[str, str], asked: list[str], info: dict[str, Any]) -> None:
+            check_answer(labels, meta, hashes=asked, info=info, k=k, temperature=temperature)
+
+        return (yield from self._by_hash(hashes, windows, {"k": k, "temperature": temperature}, decode_topk, check))
+
+    @operation
+    def sampled_labels_by_hash(self, hashes: Digests, windows: MissingWindows, draws: int = DEFAULT_DRAWS,
+                               temperature: float = 1.0) -> Op[SampledLabels]:
+        """Sampled soft labels of N windows asked by hash, as ``soft_labels_by_hash`` asks top-k ones: the
+        cached windows answered by hash, only the others sent (once per distinct hash).
+
+        Returns:
+            Labels in request order: ids/counts (N, L, W), lengths (N,), hashes in hex.
+
+        Raises:
+            SelectorError: as ``soft_labels_by_hash`` (an answer of another draws count or kind: ``bad_answer``).
+        """
+        def check(labels: SampledLabels, meta: dict[str, str], asked: list[str], info: dict[str, Any]) -> None:
+            check_sampled_answer(labels, meta, hashes=asked, info=info, draws=draws, temperature=temperature)
+
+        query = {"kind": "sample", "draws": draws, "temperature": temperature}
+        return (yield from self._by_hash(hashes, windows, query, decode_sampled, check))
+
+    def _by_hash(self, hashes: Digests, windows: MissingWindows, query: dict[str, Any],
+                 decode: Callable[[bytes], tuple[Any, dict[str, str]]],
+                 check: Callable[[Any, dict[str, str], list[str], dict[str, Any]], None]) -> Op[Any]:
+        """Labels of either kind by hash: the cached ones asked with ``query``, then the missing windows sent
+        with it through ``POST /v1/soft-labels``; each answer decoded and checked against what was asked."""
         raw, asked = digest_body(hashes)
-        params = {"k": k, "temperature": temperature}
         r, info = yield from self._checked_call(
-            "POST", "/v1/soft-labels/by-hash", params=params, content=raw,
+            "POST", "/v1/soft-labels/by-hash", params=query, content=raw,
             headers={"Content-Type": "application/octet-stream", "Accept": WIRE_MEDIA_TYPE})
         check_same_model(self._models)
-        found, meta = decode_topk(r.content)
+        found, meta = decode(r.content)
         missing = missing_positions(meta, len(asked))
         lacking = set(missing)
         found_at = [i for i in range(len(asked)) if i not in lacking]
-        check_answer(found, meta, hashes=[asked[i] for i in found_at], info=info, k=k, temperature=temperature)
+        check(found, meta, [asked[i] for i in found_at], info)
         if not missing:
             return found
         first_at = sorted({asked[i]: i for i in reversed(missing)}.values())  # each missing hash's first place
-        body = {"windows": windows_json(windows_at(windows, first_at)), **params}
+        body = {"windows": windows_json(windows_at(windows, first_at)), **query}
         r, info = yield from self._checked_call("POST", "/v1/soft-labels", json=body,
                                                 headers={"Accept": WIRE_MEDIA_TYPE})
         check_same_model(self._models)
-        computed, meta = decode_topk(r.content)
-        check_answer(computed, meta, hashes=[asked[i] for i in first_at], info=info, k=k,
-                     temperature=temperature)
+        computed, meta = decode(r.content)
+        check(computed, meta, [asked[i] for i in first_at], info)
         if len(first_at) == len(asked):  # nothing cached, no repeats: the answer is the batch
             return computed
         return merged(len(asked), found, found_at, computed, first_at, asked)

@@ -243,7 +243,7 @@ def test_register_pool_sends_nothing_to_a_sealed_pool(kind: str) -> None:
 
 OPERATIONS = {"soft_labels", "soft_labels_by_hash", "scores", "model_info", "metrics", "metrics_by_replica",
               "register_pool", "pool", "start_job", "job", "wait_job", "create_selection", "selection",
-              "sampled_labels"}
+              "sampled_labels", "sampled_labels_by_hash"}
 
 
 def test_every_operation_of_the_blocking_client_is_on_the_async_one_with_the_same_signature() -> None:

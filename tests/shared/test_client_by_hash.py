@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from shared.client import SelectorError
+from shared.client import SelectorClient, SelectorError
 from shared.hashing import window_digests, window_hash
-from shared.wire import WIRE_MEDIA_TYPE, encode_wire
+from shared.wire import WIRE_MEDIA_TYPE, encode_sampled_wire, encode_wire
 from tests.shared.test_client import KINDS, Mocked
 
 WINDOWS = np.array([[1, 2, 3], [4, 5, 6], [1, 2, 3], [7, 0, 1]], dtype=np.int64)
@@ -124,3 +124,60 @@ def test_malformed_digests_are_refused_before_any_request() -> None:
         with pytest.raises(ValueError):
             c.soft_labels_by_hash(bad, WINDOWS[:2], k=2)
     assert svc.seen == []
+
+
+def sampled_of(w: np.ndarray, wide: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A window's made-up sampled labels, 4 draws: (L, 2) ids and counts when ``wide``, else (L, 1)."""
+    if wide:
+        return np.stack([w[1:], w[:-1]], axis=-1), np.tile([3, 1], (len(w) - 1, 1))
+    return w[1:, None], np.full((len(w) - 1, 1), 4)
+
+
+class SampledService:
+    """Sampled labels, 4 draws: window hash 0 cached (1 id per position), the others computed (2 ids)."""
+
+    def __init__(self, tamper: dict[str, str] | None = None) -> None:
+        self.seen: list[tuple[str, Any]] = []
+        self.tamper = tamper or {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.seen.append((path, dict(request.url.params)))
+        if path == "/v1/model":
+            return httpx.Response(200, json=INFO)
+        if path == "/v1/soft-labels/by-hash":
+            asked = [request.content[i : i + 16].hex() for i in range(0, len(request.content), 16)]
+            cached = [i for i, h in enumerate(asked) if h == HASHES[0]]
+            missing = [i for i in range(len(asked)) if i not in cached]
+            rows, hashes, wide = [WINDOWS[0] for _ in cached], [asked[i] for i in cached], False
+            meta = {"missing": json.dumps(missing), "count": str(len(asked))} | self.tamper
+        else:
+            rows = [np.array(w) for w in json.loads(request.content)["windows"]]
+            hashes, wide, meta = [window_hash(w) for w in rows], True, {}
+        parts = [sampled_of(w, wide) for w in rows]
+        W = 2 if wide else 1
+        ids = np.stack([p[0] for p in parts]) if parts else np.zeros((0, 0, W))
+        counts = np.stack([p[1] for p in parts]) if parts else np.zeros((0, 0, W))
+        base = {"model": "F", "precision": "fp32", "draws": "4", "temperature": "1.0", "hashes": json.dumps(hashes)}
+        content = encode_sampled_wire(ids, counts, np.full(len(rows), 2), vocab_size=8, metadata=base | meta)
+        return httpx.Response(200, content=content, headers={"Content-Type": WIRE_MEDIA_TYPE})
+
+
+def test_sampled_labels_by_hash_send_only_the_missing_windows_and_pad_to_the_widest() -> None:
+    svc = SampledService()
+    c = SelectorClient("http://a", http_client=httpx.Client(transport=httpx.MockTransport(svc)))
+    got = c.sampled_labels_by_hash(window_digests(WINDOWS), WINDOWS, draws=4)
+    assert got.hashes == HASHES and got.ids.shape == (4, 2, 2) and got.draws == 4
+    assert [p for p, _ in svc.seen] == ["/v1/model", "/v1/soft-labels/by-hash", "/v1/soft-labels"]
+    assert svc.seen[1][1] == {"kind": "sample", "draws": "4", "temperature": "1.0"}
+    for i, w in enumerate(WINDOWS):
+        ids, counts = sampled_of(w, wide=i not in (0, 2))  # 0 and 2 share the cached hash
+        W = ids.shape[1]
+        assert got.ids[i, :, :W].tolist() == ids.tolist() and got.counts[i, :, :W].tolist() == counts.tolist()
+        assert not got.counts[i, :, W:].any() and int(got.counts[i].sum()) == 8
+    for tamper in ({"draws": "5"}, {"model": "G"}, {"temperature": "2.0"}, {"hashes": json.dumps(HASHES[1:2])}):
+        transport = httpx.MockTransport(SampledService(tamper))
+        bad = SelectorClient("http://a", http_client=httpx.Client(transport=transport))
+        with pytest.raises(SelectorError) as e:
+            bad.sampled_labels_by_hash(HASHES, WINDOWS, draws=4)
+        assert e.value.code == "bad_answer"

@@ -185,6 +185,12 @@ def test_sampled_labels_train_and_name_the_run_only_when_asked(
     recs = [r for r in read_metrics(tmp_path / "s") if r["kind"] == "train"]
     assert all(r["kd"] is not None and r["kd"] > 0 for r in recs[:2]) and all(r["kd"] is None for r in recs[2:])
     assert summary["service"]["requests"] == 2 and summary["fallback_batches"] == 0
+    # A second run asks by hash: every window of phase one answered from the cache, none uploaded or computed.
+    with SelectorClient(url) as c:
+        before = c.metrics().get(LABEL_ROUTE, 0.0)
+        again = train(cfg.with_(out=str(tmp_path / "s2")), progress=False)["service"]
+        assert c.metrics().get(LABEL_ROUTE, 0.0) == before
+    assert again["windows_computed"] == 0 and again["cache_hits"] == 2 * cfg.optim.batch_size
     # Run names: the defaults (top-k, 64 draws) add nothing, so existing names stay; sample is named.
     assert "kd_labels" not in salt_cfg(tiny_dataset, tmp_path, url).distinct()
     assert {"kd_labels": "sample", "kd_draws": 16}.items() <= cfg.distinct().items()

@@ -2,9 +2,9 @@
 
 The body is the windows' raw 16-byte hashes back to back (``application/octet-stream``), the cheapest
 thing to send, check and parse: no token ids travel, none are validated or hashed again. The answer is
-the binary wire format (``shared.wire``) holding the cached windows only, in request order; its
-metadata names the positions not cached (``missing``), which the client then sends as windows to
-``POST /v1/soft-labels``.
+the binary wire format (``shared.wire``) holding the cached windows only, in request order: top-k labels,
+or with ``kind=sample`` sampled ones; its metadata names the positions not cached (``missing``), which the
+client then sends as windows to ``POST /v1/soft-labels``.
 """
 
 from __future__ import annotations
@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from selector_service.api.deps import LabelCacheDep, SettingsDep
+from selector_service.api.sampled import sampled_wire_bytes
 from selector_service.cache.label_cache import LabelCache
 from selector_service.domain.errors import DomainError
-from selector_service.domain.windows import check_batch_size, label_k
+from selector_service.domain.windows import check_batch_size, label_draws, label_k
 from shared.data import HASH_BYTES
 from shared.labels import MAX_K
-from shared.wire import WIRE_MEDIA_TYPE, encode_wire
+from shared.sampling import MAX_DRAWS, LabelKind
+from shared.wire import WIRE_MEDIA_TYPE, encode_sampled_wire, encode_wire
 
 router = APIRouter(prefix="/v1", tags=["soft-labels"])
 
@@ -39,24 +42,29 @@ _BODY_DOC = {"requestBody": {"required": True, "description": "N window hashes, 
     openapi_extra=_BODY_DOC,
     responses={200: {"content": {WIRE_MEDIA_TYPE: {}}, "description": "Safetensors bytes (shared/wire.py) of the "
                      "cached windows, in request order; metadata `hashes` (theirs), `missing` (JSON list of the "
-                     "request positions not cached), `count`, `kind`, `model`, `precision`, `k`, `temperature`"},
+                     "request positions not cached), `count`, `kind`, `model`, `precision`, `temperature`, and "
+                     "`k` (top-k) or `draws` (sample)"},
                415: {"description": "the body is not application/octet-stream"}},
 )
 async def soft_labels_by_hash(
     request: Request, cache: LabelCacheDep, settings: SettingsDep,
-    k: Annotated[int | None, Query(ge=1, le=MAX_K, description="Ids kept per position (default: SALT_DEFAULT_K).")]
-    = None,
+    k: Annotated[int | None, Query(ge=1, le=MAX_K, description="Ids kept per position (default: SALT_DEFAULT_K); "
+                                   "top-k only.")] = None,
     temperature: Annotated[float, Query(gt=0.0, le=100.0, description="Softmax temperature of the labels.")] = 1.0,
+    kind: Annotated[LabelKind, Query(description="topk: top-k labels; sample: sampled labels (ids and counts).")]
+    = "topk",
+    draws: Annotated[int | None, Query(ge=1, le=MAX_DRAWS, description="Draws per position; sample only.")] = None,
 ) -> Response:
-    """Cached top-k labels of the windows whose hashes the body holds; the positions not cached as ``missing``."""
+    """Cached labels of the windows whose hashes the body holds; the positions not cached as ``missing``."""
     slm = cache.slm
-    kk = label_k(slm, settings, k)
+    sample = kind == "sample"
+    width = {"draws": str(label_draws(k, draws))} if sample else {"k": str(label_k(slm, settings, k, draws))}
     hashes = request_hashes(request.headers.get("content-type", ""), await request.body(),
                             settings.max_batch_windows)
-    meta = {"model": slm.fingerprint, "precision": slm.precision, "k": str(kk), "temperature": str(temperature),
-            "kind": "topk", "count": str(len(hashes))}
-    return Response(await run_in_threadpool(_answer, cache, hashes, kk, temperature, meta),
-                    media_type=WIRE_MEDIA_TYPE)
+    meta = {"model": slm.fingerprint, "precision": slm.precision, "temperature": str(temperature), "kind": kind,
+            "count": str(len(hashes)), **width}
+    answer = _answer_sampled if sample else _answer
+    return Response(await run_in_threadpool(answer, cache, hashes, temperature, meta), media_type=WIRE_MEDIA_TYPE)
 
 
 def request_hashes(content_type: str, body: bytes, limit: int) -> list[str]:
@@ -72,11 +80,27 @@ def request_hashes(content_type: str, body: bytes, limit: int) -> list[str]:
     return [hexed[i : i + step] for i in range(0, len(hexed), step)]
 
 
-def _answer(cache: LabelCache, hashes: list[str], k: int, temperature: float, meta: dict[str, str]) -> bytes:
-    """The wire bytes of the cached windows (one worker thread: lookup, decode and encode)."""
-    positions, batch = cache.cached_labels(hashes, k, temperature)
-    found = set(positions)
-    meta = meta | {"hashes": json.dumps([hashes[i] for i in positions]),
-                   "missing": json.dumps([i for i in range(len(hashes)) if i not in found])}
+def _answer(cache: LabelCache, hashes: list[str], temperature: float, meta: dict[str, str]) -> bytes:
+    """The wire bytes of the cached windows' top-k labels (one worker thread: lookup, decode and encode)."""
+    positions, batch = cache.cached_labels(hashes, int(meta["k"]), temperature)
     return encode_wire(batch.ids, batch.logprobs, batch.tail, batch.lengths, vocab_size=cache.slm.vocab_size,
-                       metadata=meta)
+                       metadata=meta | _found(hashes, positions))
+
+
+def _answer_sampled(cache: LabelCache, hashes: list[str], temperature: float, meta: dict[str, str]) -> bytes:
+    """The wire bytes of the cached windows' sampled labels."""
+    positions, labels = cache.cached_sampled(hashes, int(meta["draws"]), temperature)
+    found = _found(hashes, positions)
+    if not labels:  # nothing cached: an empty batch
+        empty = np.zeros((0, 0, 0), np.int64)
+        return encode_sampled_wire(empty, empty, np.zeros(0, np.int32), vocab_size=cache.slm.vocab_size,
+                                   metadata=meta | found)
+    return sampled_wire_bytes([hashes[i] for i in positions], labels, meta | {"missing": found["missing"]},
+                              cache.slm.vocab_size)
+
+
+def _found(hashes: list[str], positions: list[int]) -> dict[str, str]:
+    """The metadata naming the windows answered (``hashes``) and the request positions not cached."""
+    found = set(positions)
+    return {"hashes": json.dumps([hashes[i] for i in positions]),
+            "missing": json.dumps([i for i in range(len(hashes)) if i not in found])}

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from shared.client import SelectorClient
 from shared.hashing import window_digests, window_hash
-from shared.wire import WIRE_MEDIA_TYPE, decode_wire, wire_metadata
+from shared.wire import WIRE_MEDIA_TYPE, decode_sampled_wire, decode_wire, wire_metadata
 from tests.selector_service.conftest import assert_error, make_client
 
 OCTETS = {"content-type": "application/octet-stream"}
@@ -109,3 +109,32 @@ def test_the_client_asks_by_hash_and_sends_only_the_missing(tiny_checkpoint: Pat
     assert got.hashes == ref.hashes and (got.k, got.temperature) == (8, 0.5)
     for name in ("ids", "logprobs", "tail", "lengths"):
         assert torch.equal(getattr(got, name), getattr(ref, name)), name
+
+
+def test_sampled_labels_by_hash_route_and_client(tiny_checkpoint: Path, db_url: str, windows: np.ndarray) -> None:
+    order = [3, 0, 5, 3, 1]
+    with make_client(tiny_checkpoint, db_url) as c:
+        sc = SelectorClient("http://testserver", http_client=c)
+        ref = sc.sampled_labels(windows[[0, 5]], draws=8)
+        r = c.post("/v1/soft-labels/by-hash?kind=sample&draws=8", content=window_digests(windows)[order].tobytes(),
+                   headers=OCTETS)
+        assert r.status_code == 200, r.text
+        meta = wire_metadata(r.content)
+        assert (meta["kind"], meta["draws"], json.loads(meta["missing"])) == ("sample", "8", [0, 3, 4])
+        some = decode_sampled_wire(r.content)
+        assert some.hashes == ref.hashes  # windows 0 and 5, at positions 1 and 2
+        assert torch.equal(some.ids, ref.ids) and torch.equal(some.counts, ref.counts)
+        # Another draws count is another key; nothing cached at all answers an empty batch.
+        empty = c.post("/v1/soft-labels/by-hash?kind=sample&draws=4", content=window_digests(windows).tobytes(),
+                       headers=OCTETS)
+        assert json.loads(wire_metadata(empty.content)["missing"]) == list(range(8))
+        assert decode_sampled_wire(empty.content).ids.shape[0] == 0
+        got = sc.sampled_labels_by_hash(window_digests(windows)[order], windows[order], draws=8)
+        full = sc.sampled_labels(windows[order], draws=8)
+        for bad, code in (("?kind=sample&k=4", "k_with_sample"), ("?draws=4", "draws_with_topk")):
+            assert_error(c.post(f"/v1/soft-labels/by-hash{bad}", content=b"\x00" * 16, headers=OCTETS), 422, code)
+        m = sc.metrics()
+    assert got.hashes == full.hashes and got.draws == 8 and m["salt_windows_computed_total"] == 4  # 3, 0, 5, 1
+    W = got.ids.shape[-1]
+    assert torch.equal(got.ids, full.ids[..., :W]) and torch.equal(got.counts, full.counts[..., :W])
+    assert not full.counts[..., W:].any()
