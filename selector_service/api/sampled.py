@@ -29,9 +29,10 @@ async def sampled_answer(body: SoftLabelsRequest, binary: bool, cache: LabelCach
 
 def sampled_wire_bytes(hashes: list[str], labels: list[SampledArrays], meta: dict[str, object], vocab_size: int
                        ) -> bytes:
-    """The safetensors answer: windows padded to the longest and the widest, zero past each one's own."""
+    """The safetensors answer: windows padded to the longest and the widest, zero past each one's own (no
+    window: an empty batch)."""
     lengths = np.array([ids.shape[0] for ids, _ in labels], dtype=np.int32)
-    L, W = int(lengths.max()), max(ids.shape[1] for ids, _ in labels)
+    L, W = int(lengths.max(initial=0)), max((ids.shape[1] for ids, _ in labels), default=0)
     ids_out = np.zeros((len(labels), L, W), dtype=np.int64)  # (N, L, W)
     counts_out = np.zeros((len(labels), L, W), dtype=np.uint8)  # (N, L, W)
     for i, (a, c) in enumerate(labels):

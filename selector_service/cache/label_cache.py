@@ -102,28 +102,33 @@ class LabelCache:
         if not np.array_equal(take, np.arange(len(row_of))):  # repeats or a different order: gather
             batch = LabelBatch(batch.ids[take], batch.logprobs[take], batch.tail[take], batch.lengths[take])
         return positions, batch
+
     def cached_sampled(self, hashes: list[str], draws: int, temperature: float
                        ) -> tuple[list[int], list[SampledArrays]]:
         """Sampled labels of the windows already cached, found by hash alone, as ``cached_labels`` finds
         top-k ones (blocking: call it from a worker thread). Returns the positions in ``hashes`` found,
         ascending, and each one's ids and counts (L, W); a damaged blob counts as not found."""
-        params = sampled_params(draws, temperature)
-        unique = list(dict.fromkeys(hashes))
-        rows = get_rows(database=self.database, model=self.slm.model_key, params=[params], hashes=unique)
-        found: dict[str, SampledArrays] = {}
-        bad: list[str] = []
-        for h in unique:
+        found = self._decoded_rows(list(dict.fromkeys(hashes)), sampled_params(draws, temperature),
+                                   lambda row, h: unpack_sampled(row.blob, row.checksum))
+        self.metrics.cache_hits.inc(len(found))  # misses are counted when their windows are sent
+        positions = [i for i, h in enumerate(hashes) if h in found]
+        return positions, [found[hashes[i]] for i in positions]
+
+    def _decoded_rows(self, hashes: list[str], params: str, decode) -> dict:  # type: ignore[no-untyped-def]
+        """The cached rows of ``hashes`` at ``params``, each decoded by ``decode(row, hash)``; a row that fails
+        to decode is left out and marked damaged. Blocking: one database query per 500 keys."""
+        rows = get_rows(database=self.database, model=self.slm.model_key, params=[params], hashes=hashes)
+        found, bad = {}, []
+        for h in hashes:
             row = rows.get((h, params))
             if row is None:
                 continue
             try:
-                found[h] = unpack_sampled(row.blob, row.checksum)
+                found[h] = decode(row, h)
             except BlobError:
                 bad.append(h)
         self._damaged(bad, params)
-        self.metrics.cache_hits.inc(len(found))  # misses are counted when their windows are sent
-        positions = [i for i, h in enumerate(hashes) if h in found]
-        return positions, [found[hashes[i]] for i in positions]
+        return found
 
     def _damaged(self, hashes: list[str], params: str) -> None:
         """Count blobs that failed their checks and mark them to be replaced when computed again."""
@@ -171,20 +176,7 @@ class LabelCache:
         return [found[h] for h in hashes]
 
     async def _lookup(self, unique: dict[str, np.ndarray], params: str, decode) -> dict:  # type: ignore[no-untyped-def]
-        rows = await run_in_threadpool(get_rows, database=self.database, model=self.slm.model_key,
-                                       params=[params], hashes=list(unique))
-        found = {}
-        for h in unique:
-            row = rows.get((h, params))
-            if row is None:
-                continue
-            try:
-                found[h] = decode(row, h)
-            except BlobError as e:
-                log.warning("cached blob %s/%s is damaged (%s); recomputing it", h, params, e)
-                self.metrics.cache_bad_blobs.inc()
-                with self._bad_lock:
-                    self._bad.add((h, params))
+        found = await run_in_threadpool(self._decoded_rows, list(unique), params, decode)
         self.metrics.cache_hits.inc(len(found))
         self.metrics.cache_misses.inc(len(unique) - len(found))
         return found

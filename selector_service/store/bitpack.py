@@ -34,7 +34,8 @@ def unpack_rows(rows: np.ndarray, bits: int, n: int) -> np.ndarray:
 
     Eight values fill exactly ``bits`` bytes, so value j of every such group starts at the same byte and
     bit of its group: it is read for all groups at once as one word per group (an unaligned strided view of
-    the bytes, no copy), then shifted and masked. Eight whole-array operations, whatever n is.
+    the rows, copied once into a buffer with room for a whole word at the end), then shifted and masked.
+    Eight whole-array operations, whatever n is.
     """
     m, width = rows.shape
     groups = -(-n // 8)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -25,7 +24,7 @@ from selector_service.domain.windows import check_batch_size, label_draws, label
 from shared.data import HASH_BYTES
 from shared.labels import MAX_K
 from shared.sampling import MAX_DRAWS, LabelKind
-from shared.wire import WIRE_MEDIA_TYPE, encode_sampled_wire, encode_wire
+from shared.wire import WIRE_MEDIA_TYPE, encode_wire
 
 router = APIRouter(prefix="/v1", tags=["soft-labels"])
 
@@ -83,24 +82,19 @@ def request_hashes(content_type: str, body: bytes, limit: int) -> list[str]:
 def _answer(cache: LabelCache, hashes: list[str], temperature: float, meta: dict[str, str]) -> bytes:
     """The wire bytes of the cached windows' top-k labels (one worker thread: lookup, decode and encode)."""
     positions, batch = cache.cached_labels(hashes, int(meta["k"]), temperature)
+    found = {"hashes": json.dumps([hashes[i] for i in positions]), "missing": _missing(len(hashes), positions)}
     return encode_wire(batch.ids, batch.logprobs, batch.tail, batch.lengths, vocab_size=cache.slm.vocab_size,
-                       metadata=meta | _found(hashes, positions))
+                       metadata=meta | found)
 
 
 def _answer_sampled(cache: LabelCache, hashes: list[str], temperature: float, meta: dict[str, str]) -> bytes:
     """The wire bytes of the cached windows' sampled labels."""
     positions, labels = cache.cached_sampled(hashes, int(meta["draws"]), temperature)
-    found = _found(hashes, positions)
-    if not labels:  # nothing cached: an empty batch
-        empty = np.zeros((0, 0, 0), np.int64)
-        return encode_sampled_wire(empty, empty, np.zeros(0, np.int32), vocab_size=cache.slm.vocab_size,
-                                   metadata=meta | found)
-    return sampled_wire_bytes([hashes[i] for i in positions], labels, meta | {"missing": found["missing"]},
-                              cache.slm.vocab_size)
+    return sampled_wire_bytes([hashes[i] for i in positions], labels,
+                              meta | {"missing": _missing(len(hashes), positions)}, cache.slm.vocab_size)
 
 
-def _found(hashes: list[str], positions: list[int]) -> dict[str, str]:
-    """The metadata naming the windows answered (``hashes``) and the request positions not cached."""
+def _missing(n: int, positions: list[int]) -> str:
+    """The ``missing`` metadata: the request positions (of ``n``) not among those answered, as JSON."""
     found = set(positions)
-    return {"hashes": json.dumps([hashes[i] for i in positions]),
-            "missing": json.dumps([i for i in range(len(hashes)) if i not in found])}
+    return json.dumps([i for i in range(n) if i not in found])
