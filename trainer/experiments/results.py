@@ -33,10 +33,11 @@ def collect(cfg: ExperimentConfig, runs: dict[tuple[str, int], Path]) -> tuple[d
 def _row(c: dict[str, Any], base: dict[str, Any] | None, budget: int, slm_share_s: float) -> dict[str, Any]:
     """One run's figures from its curve; ``base`` is its seed's baseline curve (None: no baseline)."""
     ev = c["evals"]
+    loss = [(e[0], e[1]) for e in ev]  # (step, val loss)
     target = base["evals"][-1][1] if base is not None else None
     at = AT * budget
     inside = ev[0][0] <= at <= ev[-1][0]
-    reach = reach_step([(e[0], e[1]) for e in ev], target) if target is not None else None
+    reach = reach_step(loss, target) if target is not None else None
     time = None
     if reach is not None:
         share = slm_share_s if c["kind"] != "baseline" else 0.0
@@ -44,13 +45,13 @@ def _row(c: dict[str, Any], base: dict[str, Any] | None, budget: int, slm_share_
     return {
         "mode": c["mode"], "seed": c["seed"], "run": c["run"], "steps": c["steps"],
         "final_loss": ev[-1][1], "final_acc": ev[-1][2], "step_70": at,
-        "loss_70": value_at([(e[0], e[1]) for e in ev], at) if inside else None,
+        "loss_70": value_at(loss, at) if inside else None,
         "acc_70": value_at([(e[0], e[2]) for e in ev], at) if inside else None,
         "kd_end_step": c["kd_end_step"], "kd_end_from": c["kd_end_from"],
         "reach_step": reach, "reach_fraction": reach / budget if reach is not None else None,
         "saving": reach is not None and reach < budget,
         "lead": None if base is None or c["kind"] == "baseline" else leads(
-            [(e[0], e[1]) for e in ev], [(e[0], e[1]) for e in base["evals"]], budget, c["kd_end_step"]),
+            loss, [(e[0], e[1]) for e in base["evals"]], budget, c["kd_end_step"]),
         "time_to_reach": time, "time_to_reach_s": time["total_s"] if time else None, "time_ratio": None,
         **{k: c[k] for k in ("llm_s", "teacher_s", "stall", "cache_hits", "cache_misses", "slm_forwards",
                              "fallback_batches")},
