@@ -1,12 +1,16 @@
 """Benchmark of cache hits through the client: labels asked by hash against windows uploaded, in one run.
 
     .venv/bin/python bench/hits.py [--preset slm] [--seq-len 128] [--batch 64] [--clients 4] [--requests 8]
+                                   [--repeats 3] [--passes 5]
 
 Builds the random-init checkpoint and dataset of ``bench/service.py``, starts the service (SQLite cache),
 computes every window once (the compute figure: windows uploaded, cold cache), then, with every window
-cached, alternates ``--repeats`` times between the two request paths of the client, best of each kept:
+cached, alternates ``--repeats`` times between the request paths of the client, best of each kept:
   - windows uploaded: ``soft_labels(windows)`` (token ids as JSON, checked and hashed by the service);
-  - by hash: ``soft_labels_by_hash(digests, windows)`` (16 bytes per window, the digests prepare stored);
+  - by hash, decoded by the service: ``soft_labels_by_hash(digests, windows, blobs=False)`` (16 bytes per
+    window, the digests prepare stored; labels answered as arrays);
+  - by hash: ``soft_labels_by_hash(digests, windows)`` (the default: the stored blobs answered as they are,
+    checked and decoded by the client);
 and prints windows/s of each, by hash / uploaded (goal >= 3) and by-hash hits / compute (goal >= 20), and
 windows per CPU second of the service and the clients together (what a busy machine does not distort).
 """
@@ -20,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 
@@ -32,9 +37,11 @@ from service import build, proc_cpu, start_service  # noqa: E402
 from shared.client import AsyncSelectorClient  # noqa: E402
 from shared.hashing import window_digests  # noqa: E402
 
+PATHS = {"uploaded": "windows uploaded (old path)", "arrays": "by hash, decoded by the service",
+         "blobs": "by hash, decoded by the client"}
 
-async def hammer(base: str, batches: list[tuple[np.ndarray, np.ndarray]], clients: int, k: int,
-                 by_hash: bool) -> float:
+
+async def hammer(base: str, batches: list[tuple[np.ndarray, np.ndarray]], clients: int, k: int, path: str) -> float:
     """Ask for every batch's labels with ``clients`` concurrent clients; seconds taken."""
     queue: asyncio.Queue[tuple[np.ndarray, np.ndarray]] = asyncio.Queue()
     for b in batches:
@@ -43,10 +50,10 @@ async def hammer(base: str, batches: list[tuple[np.ndarray, np.ndarray]], client
     async def worker(c: AsyncSelectorClient) -> None:
         while not queue.empty():
             windows, digests = queue.get_nowait()
-            if by_hash:
-                labels = await c.soft_labels_by_hash(digests, windows, k=k)
-            else:
+            if path == "uploaded":
                 labels = await c.soft_labels(windows, k=k)
+            else:
+                labels = await c.soft_labels_by_hash(digests, windows, k=k, blobs=path == "blobs")
             assert labels.ids.shape[0] == len(windows)
 
     cs = [AsyncSelectorClient(base, timeout=300) for _ in range(clients)]
@@ -70,7 +77,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=8, help="requests per client")
     p.add_argument("--batch", type=int, default=64, help="windows per request")
     p.add_argument("--k", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3, help="alternating runs of the two paths (best kept)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs of the paths (best kept)")
+    p.add_argument("--passes", type=int, default=5, help="times each cache-hit run asks for every window")
     args = p.parse_args()
     n = args.clients * args.requests * args.batch
 
@@ -82,34 +90,49 @@ def main() -> None:
               f"clients x {args.requests} requests x {args.batch} windows), k={args.k}, "
               f"torch threads {torch.get_num_threads()}")
         proc, base = start_service(ckpt, f"sqlite:///{Path(tmp) / 'cache.sqlite'}")
-        def run(by_hash: bool) -> tuple[float, float]:
+        def run(path: str, passes: int = args.passes) -> tuple[float, float]:
             """(windows/s, windows per CPU second of the service and this process together)."""
             cpu0 = time.process_time() + proc_cpu(proc.pid)
-            seconds = asyncio.run(hammer(base, batches, args.clients, args.k, by_hash=by_hash))
-            return n / seconds, n / (time.process_time() + proc_cpu(proc.pid) - cpu0)
+            seconds = asyncio.run(hammer(base, batches * passes, args.clients, args.k, path))
+            return n * passes / seconds, n * passes / (time.process_time() + proc_cpu(proc.pid) - cpu0)
 
         try:
-            compute = run(False)[0]
-            runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+            compute = run("uploaded", passes=1)[0]
+            sizes = {e: answer_bytes(base, batches[0][1], args.k, e) / len(batches[0][1]) for e in ("arrays", "blobs")}
+            runs: dict[str, list[tuple[float, float]]] = {p: [] for p in PATHS}
             for _ in range(args.repeats):
-                for by_hash in (False, True):
-                    runs[by_hash].append(run(by_hash))
+                for path in PATHS:
+                    runs[path].append(run(path))
         finally:
             proc.terminate()
             proc.wait(30)
-    uploaded, hashed = ([r[0] for r in runs[b]] for b in (False, True))
-    cpu_old, cpu_new = (float(np.median([r[1] for r in runs[b]])) for b in (False, True))
-    old, new = max(uploaded), max(hashed)
-    print(f"compute (cold cache, windows uploaded):   {compute:9.1f} windows/s")
-    print(f"cache hits, windows uploaded (old path):  {old:9.1f} windows/s   runs: "
-          + ", ".join(f"{x:.0f}" for x in uploaded))
-    print(f"cache hits, asked by hash:                {new:9.1f} windows/s   runs: "
-          + ", ".join(f"{x:.0f}" for x in hashed))
-    print(f"ratio by hash / uploaded = {new / old:.1f} best of {args.repeats} (goal >= 3), "
-          f"{float(np.median(hashed)) / float(np.median(uploaded)):.1f} median; "
-          f"by-hash hits / compute = {new / compute:.1f} (goal >= 20)")
-    print(f"windows per CPU second (service + clients, median): uploaded {cpu_old:.0f}, by hash {cpu_new:.0f}, "
-          f"ratio {cpu_new / cpu_old:.1f} (less sensitive to other jobs on the machine than windows/s)")
+    report(runs, compute, args.repeats)
+    print(f"answer bytes per window (k={args.k}): decoded arrays {sizes['arrays']:,.0f}, stored blobs "
+          f"{sizes['blobs']:,.0f} ({sizes['blobs'] / sizes['arrays']:.2f}x)")
+
+
+def answer_bytes(base: str, digests: np.ndarray, k: int, encoding: str) -> int:
+    """Bytes of one by-hash answer of ``digests`` (all cached) in ``encoding``."""
+    r = httpx.post(f"{base}/v1/soft-labels/by-hash", params={"k": k, "encoding": encoding}, content=digests.tobytes(),
+                   headers={"Content-Type": "application/octet-stream"}, timeout=60)
+    r.raise_for_status()
+    return len(r.content)
+
+
+def report(runs: dict[str, list[tuple[float, float]]], compute: float, repeats: int) -> None:
+    """Each path's best windows/s and median windows per CPU second, and their ratios to the old path."""
+    best = {p: max(r[0] for r in runs[p]) for p in PATHS}
+    median = {p: float(np.median([r[0] for r in runs[p]])) for p in PATHS}
+    cpu = {p: float(np.median([r[1] for r in runs[p]])) for p in PATHS}
+    print(f"{'compute (cold cache, windows uploaded)':42s} {compute:9.1f} windows/s")
+    for p, label in PATHS.items():
+        print(f"{'cache hits, ' + label:42s} {best[p]:9.1f} windows/s   runs: "
+              + ", ".join(f"{x:.0f}" for x, _ in runs[p]) + f"   per CPU second {cpu[p]:.0f}")
+    for p in ("arrays", "blobs"):
+        print(f"ratio {PATHS[p]} / uploaded = {best[p] / best['uploaded']:.1f} best of {repeats} (goal >= 3), "
+              f"{median[p] / median['uploaded']:.1f} median; per CPU second {cpu[p] / cpu['uploaded']:.1f}")
+    print(f"by-hash hits / compute = {best['blobs'] / compute:.1f} (goal >= 20); per CPU second is the service and "
+          "the clients together, less sensitive to other jobs on the machine than windows/s")
 
 
 if __name__ == "__main__":

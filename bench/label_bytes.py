@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from selector_service.cache.slm import Computed, SLMRunner, Work  # noqa: E402
 from selector_service.store.cache_rows import Row, labels_params, put_rows, sampled_params  # noqa: E402
-from selector_service.store.codec import _shuffle, checksum, pack_labels, pack_sampled  # noqa: E402
 from selector_service.store.database import Database  # noqa: E402
 from selector_service.store.tables import init_schema  # noqa: E402
+from shared.blobs.labels import _shuffle, checksum, pack_labels, pack_sampled  # noqa: E402
 from shared.data import PackedDataset  # noqa: E402
 from shared.hashing import window_hash  # noqa: E402
 from shared.labels import id_dtype  # noqa: E402

@@ -12,6 +12,12 @@ of window hashes, in request order), and ``k`` (top-k) or ``draws`` (sample).
 Both carry ``lengths`` (N,) int32; windows shorter than L are zero-padded past their length. Version 2
 added the kind; version-1 payloads (top-k only) are still read, and a version-1 decoder refuses
 version 2 by its format string.
+
+With metadata ``encoding`` = ``blobs`` (answers by hash, when asked), the labels travel as the cache
+stores them (``shared.blobs.labels``: compressed, about a third of the bytes) for the client to check and
+decode: ``blobs`` (B,) uint8, every window's blob back to back, ``offsets`` (N + 1,) int64 (blob i is
+``blobs[offsets[i]:offsets[i + 1]]``) and ``checksums`` (N, 16) uint8 (each blob's blake2b-128). An
+answer without ``encoding`` holds arrays, as above; each decoder refuses the other encoding.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load as st_load
 
+from shared.blobs.label_batch import pad_sampled, unpack_label_batch, unpack_sampled_batch
 from shared.labels import SoftLabels, id_dtype
 from shared.sampling import SampledLabels
 
@@ -59,6 +66,30 @@ def encode_sampled_wire(
     }, {**metadata, "kind": "sample"})
 
 
+def encode_blobs_wire(blobs: list[bytes], checksums: list[str], *, metadata: dict[str, str]) -> bytes:
+    """Safetensors bytes of stored label blobs as they are (metadata ``kind`` and the label settings
+    given; ``encoding`` = ``blobs`` added): blobs (B,), offsets (N + 1,), checksums (N, 16)."""
+    offsets = np.zeros(len(blobs) + 1, dtype="<i8")
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    return _safetensors({
+        "blobs": np.frombuffer(b"".join(blobs), dtype=np.uint8),
+        "offsets": offsets,
+        "checksums": np.frombuffer(bytes.fromhex("".join(checksums)), dtype=np.uint8).reshape(len(blobs), 16),
+    }, {**metadata, "encoding": BLOBS})
+
+
+def decode_blobs_wire(data: bytes, kind: str) -> tuple[dict[str, str], list[bytes], list[str]]:
+    """``encode_blobs_wire`` bytes: (metadata, each window's blob, each one's checksum in hex); ValueError
+    when the payload is not a blobs answer of ``kind`` labels or its offsets do not cut its blobs."""
+    meta, t = _read(data, kind, BLOBS)
+    raw, offsets, sums = t["blobs"].tobytes(), t["offsets"].astype(np.int64), t["checksums"]
+    n = len(offsets) - 1
+    if n < 0 or offsets[0] != 0 or offsets[-1] != len(raw) or np.any(np.diff(offsets) < 0) or sums.shape != (n, 16):
+        raise ValueError("the blobs answer's offsets and checksums do not match its blobs")
+    hexed = sums.tobytes().hex()
+    return meta, [raw[offsets[i] : offsets[i + 1]] for i in range(n)], [hexed[32 * i : 32 * i + 32] for i in range(n)]
+
+
 def _safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     header: dict[str, object] = {"__metadata__": dict(sorted({"format": WIRE_FORMAT, **metadata}.items()))}
     offset = 0
@@ -72,10 +103,12 @@ def _safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> by
     return b"".join([len(head).to_bytes(8, "little"), head, *(tensors[n].tobytes() for n in sorted(tensors))])
 
 
-_ST_DTYPES = {"u1": "U8", "u2": "U16", "u4": "U32", "f2": "F16", "i4": "I32"}
+_ST_DTYPES = {"u1": "U8", "u2": "U16", "u4": "U32", "f2": "F16", "i4": "I32", "i8": "I64"}
+BLOBS, ARRAYS = "blobs", "arrays"
+"""The two encodings of an answer's labels (metadata ``encoding``; none: arrays)."""
 
 
-def _read(data: bytes, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _read(data: bytes, kind: str, encoding: str = ARRAYS) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     header_len = int.from_bytes(data[:8], "little")
     meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
     if meta.get("format") not in WIRE_FORMATS_READ:
@@ -83,21 +116,43 @@ def _read(data: bytes, kind: str) -> tuple[dict[str, Any], dict[str, np.ndarray]
     got = meta.get("kind", "topk")
     if got != kind:
         raise ValueError(f"a {got!r} labels payload where {kind!r} labels were expected")
+    if meta.get("encoding", ARRAYS) != encoding:
+        raise ValueError(f"labels encoded as {meta.get('encoding', ARRAYS)!r} where {encoding!r} were expected")
     return meta, st_load(data)
 
 
 def decode_wire(data: bytes) -> SoftLabels:
     """Parse top-k ``encode_wire`` bytes into torch tensors (ids int64, log-probs and tail float32)."""
     meta, t = _read(data, "topk")
-    return SoftLabels(
-        ids=torch.from_numpy(t["ids"].astype(np.int64)),
-        logprobs=_float32(t["logprobs"]),
-        tail=_float32(t["tail"]),
-        lengths=torch.from_numpy(t["lengths"].astype(np.int64)),
-        hashes=json.loads(meta.get("hashes", "[]")),
-        k=int(meta["k"]),
-        temperature=float(meta["temperature"]),
-    )
+    return _soft_labels(t["ids"], t["logprobs"], t["tail"], t["lengths"], json.loads(meta.get("hashes", "[]")), meta)
+
+
+def decode_wire_blobs(data: bytes) -> tuple[SoftLabels, list[int]]:
+    """Top-k ``encode_blobs_wire`` bytes decoded here: (the labels of the good blobs, in order, with their
+    hashes; the indices of the blobs that failed their checksum or decoding, left out)."""
+    meta, blobs, sums = decode_blobs_wire(data, "topk")
+    hashes, k = _answer_hashes(meta, len(blobs)), int(meta["k"])
+    batch, bad = unpack_label_batch(blobs, sums, k)
+    return _soft_labels(batch.ids, batch.logprobs, batch.tail, batch.lengths, _without(hashes, bad), meta), bad
+
+
+def _soft_labels(ids: np.ndarray, logprobs: np.ndarray, tail: np.ndarray, lengths: np.ndarray, hashes: list[str],
+                 meta: dict[str, Any]) -> SoftLabels:
+    return SoftLabels(ids=torch.from_numpy(ids.astype(np.int64)), logprobs=_float32(logprobs), tail=_float32(tail),
+                      lengths=torch.from_numpy(lengths.astype(np.int64)), hashes=hashes, k=int(meta["k"]),
+                      temperature=float(meta["temperature"]))
+
+
+def _answer_hashes(meta: dict[str, Any], n: int) -> list[str]:
+    hashes = json.loads(meta.get("hashes", "[]"))
+    if not isinstance(hashes, list) or len(hashes) != n:
+        raise ValueError(f"the answer names {len(hashes)} hashes for {n} windows")
+    return hashes
+
+
+def _without(items: list[str], bad: list[int]) -> list[str]:
+    drop = set(bad)
+    return [x for i, x in enumerate(items) if i not in drop]
 
 
 _CONVERT_CHUNK = 1 << 14
@@ -122,11 +177,19 @@ def wire_metadata(data: bytes) -> dict[str, str]:
 def decode_sampled_wire(data: bytes) -> SampledLabels:
     """Parse ``encode_sampled_wire`` bytes into torch tensors (ids and counts int64)."""
     meta, t = _read(data, "sample")
-    return SampledLabels(
-        ids=torch.from_numpy(t["ids"].astype(np.int64)),
-        counts=torch.from_numpy(t["counts"].astype(np.int64)),
-        lengths=torch.from_numpy(t["lengths"].astype(np.int64)),
-        hashes=json.loads(meta.get("hashes", "[]")),
-        draws=int(meta["draws"]),
-        temperature=float(meta["temperature"]),
-    )
+    return _sampled_labels(t["ids"], t["counts"], t["lengths"], json.loads(meta.get("hashes", "[]")), meta)
+
+
+def decode_sampled_wire_blobs(data: bytes) -> tuple[SampledLabels, list[int]]:
+    """``decode_wire_blobs`` for sampled labels: (the good blobs' labels, padded; the bad blobs' indices)."""
+    meta, blobs, sums = decode_blobs_wire(data, "sample")
+    hashes = _answer_hashes(meta, len(blobs))
+    good, bad = unpack_sampled_batch(blobs, sums)
+    return _sampled_labels(*pad_sampled(good), _without(hashes, bad), meta), bad
+
+
+def _sampled_labels(ids: np.ndarray, counts: np.ndarray, lengths: np.ndarray, hashes: list[str],
+                    meta: dict[str, Any]) -> SampledLabels:
+    return SampledLabels(ids=torch.from_numpy(ids.astype(np.int64)), counts=torch.from_numpy(counts.astype(np.int64)),
+                         lengths=torch.from_numpy(lengths.astype(np.int64)), hashes=hashes, draws=int(meta["draws"]),
+                         temperature=float(meta["temperature"]))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from fastapi.responses import JSONResponse, Response
 
 from selector_service.api.schemas import SoftLabelsRequest
 from selector_service.cache.label_cache import LabelCache, SampledArrays
 from selector_service.domain.windows import label_draws, request_windows
+from shared.blobs.label_batch import pad_sampled
 from shared.wire import WIRE_MEDIA_TYPE, encode_sampled_wire
 
 
@@ -31,11 +31,6 @@ def sampled_wire_bytes(hashes: list[str], labels: list[SampledArrays], meta: dic
                        ) -> bytes:
     """The safetensors answer: windows padded to the longest and the widest, zero past each one's own (no
     window: an empty batch)."""
-    lengths = np.array([ids.shape[0] for ids, _ in labels], dtype=np.int32)
-    L, W = int(lengths.max(initial=0)), max((ids.shape[1] for ids, _ in labels), default=0)
-    ids_out = np.zeros((len(labels), L, W), dtype=np.int64)  # (N, L, W)
-    counts_out = np.zeros((len(labels), L, W), dtype=np.uint8)  # (N, L, W)
-    for i, (a, c) in enumerate(labels):
-        ids_out[i, : a.shape[0], : a.shape[1]], counts_out[i, : c.shape[0], : c.shape[1]] = a, c
+    ids_out, counts_out, lengths = pad_sampled(labels)
     return encode_sampled_wire(ids_out, counts_out, lengths, vocab_size=vocab_size,
                                metadata={key: str(v) for key, v in meta.items()} | {"hashes": json.dumps(hashes)})

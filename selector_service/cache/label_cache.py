@@ -14,18 +14,10 @@ from selector_service.cache.slm import Computed, SLMRunner, Work
 from selector_service.config import Settings
 from selector_service.metrics import Metrics
 from selector_service.store.cache_rows import SCORES_PARAMS, Row, get_rows, labels_params, put_rows, sampled_params
-from selector_service.store.codec import (
-    BlobError,
-    checksum,
-    pack_labels,
-    pack_sampled,
-    pack_scores,
-    unpack_labels,
-    unpack_sampled,
-    unpack_scores,
-)
+from selector_service.store.codec import pack_scores, unpack_scores
 from selector_service.store.database import Database
-from selector_service.store.label_batch import LabelBatch, unpack_label_batch
+from shared.blobs.label_batch import LabelBatch, unpack_label_batch
+from shared.blobs.labels import BlobError, checksum, pack_labels, pack_sampled, unpack_labels, unpack_sampled
 from shared.hashing import window_hash
 from shared.labels import WindowScore
 
@@ -102,6 +94,19 @@ class LabelCache:
         if not np.array_equal(take, np.arange(len(row_of))):  # repeats or a different order: gather
             batch = LabelBatch(batch.ids[take], batch.logprobs[take], batch.tail[take], batch.lengths[take])
         return positions, batch
+
+    def cached_blobs(self, hashes: list[str], temperature: float, *, k: int | None = None, draws: int | None = None
+                     ) -> tuple[list[int], list[Row]]:
+        """The stored rows (blob and checksum, not decoded nor checked: the client does both) of the windows
+        already cached with top-k labels (``k``) or sampled ones (``draws``) at ``temperature``, found by hash
+        alone. Blocking: call it from a worker thread. Returns the positions in ``hashes`` found, ascending,
+        and their rows."""
+        params = sampled_params(draws, temperature) if draws is not None else labels_params(int(k or 0), temperature)
+        rows = get_rows(database=self.database, model=self.slm.model_key, params=[params],
+                        hashes=list(dict.fromkeys(hashes)))
+        positions = [i for i, h in enumerate(hashes) if (h, params) in rows]
+        self.metrics.cache_hits.inc(len({hashes[i] for i in positions}))  # misses: counted when sent
+        return positions, [rows[(hashes[i], params)] for i in positions]
 
     def cached_sampled(self, hashes: list[str], draws: int, temperature: float
                        ) -> tuple[list[int], list[SampledArrays]]:

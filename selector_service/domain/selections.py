@@ -21,8 +21,9 @@ from selector_service.domain.methods import Diversity, Method, SelectionError, S
 from selector_service.domain.pool_models import check_roles, resolve_models
 from selector_service.domain.pools import sealed_pool
 from selector_service.store import pool_rows
-from selector_service.store.codec import BlobError, unpack_scores, unpack_selection
+from selector_service.store.codec import unpack_scores, unpack_selection
 from selector_service.store.database import Database
+from shared.blobs.labels import BlobError
 from shared.labels import WindowScore
 
 

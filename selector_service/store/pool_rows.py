@@ -16,9 +16,10 @@ import numpy as np
 from sqlalchemy import ColumnElement, Table, and_, func, select, update
 
 from selector_service.store.cache_rows import SCORES_PARAMS
-from selector_service.store.codec import checksum, pack_selection, pack_tokens, unpack_tokens
+from selector_service.store.codec import pack_selection, pack_tokens, unpack_tokens
 from selector_service.store.database import ROWS_PER_STATEMENT, Database, insert_ignoring_conflicts
 from selector_service.store.tables import cache, job_chunks, jobs, pool_windows, pools, selections
+from shared.blobs.labels import checksum
 from shared.hashing import bytes_hash
 
 OPEN_STATUSES = ("queued", "running")

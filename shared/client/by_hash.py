@@ -19,7 +19,13 @@ from shared.client.core import SelectorError, Windows
 from shared.data import HASH_BYTES
 from shared.labels import SoftLabels
 from shared.sampling import SampledLabels
-from shared.wire import decode_sampled_wire, decode_wire, wire_metadata
+from shared.wire import (
+    decode_sampled_wire,
+    decode_sampled_wire_blobs,
+    decode_wire,
+    decode_wire_blobs,
+    wire_metadata,
+)
 
 Digests: TypeAlias = np.ndarray | bytes | Sequence[str]
 """N window hashes: an (N, 16) uint8 array (``WindowSplit.digests`` rows), N x 16 raw bytes, or N hex strings."""
@@ -52,19 +58,35 @@ def bad_answer(problem: str) -> SelectorError:
                                           "check that every replica serves the same SLM and precision")
 
 
-def decode_topk(data: bytes) -> tuple[SoftLabels, dict[str, str]]:
-    """A top-k wire answer and its metadata; an answer of another kind or format is a ``bad_answer``."""
-    try:
-        return decode_wire(data), wire_metadata(data)
-    except ValueError as e:
-        raise bad_answer(str(e)) from e
+Decoded: TypeAlias = tuple[Any, dict[str, str], list[int]]
+"""A decoded answer: its labels, its metadata and the answered rows whose blobs were bad (left out)."""
 
 
-def decode_sampled(data: bytes) -> tuple[SampledLabels, dict[str, str]]:
-    """A sampled-label wire answer and its metadata; another kind or format is a ``bad_answer``."""
+def decode_topk(data: bytes) -> Decoded:
+    """A top-k wire answer of arrays; an answer of another kind or format is a ``bad_answer``."""
+    return _decoded(data, lambda: (decode_wire(data), []))
+
+
+def decode_topk_blobs(data: bytes) -> Decoded:
+    """A top-k wire answer of stored blobs, checked and decoded here; a blob that fails is a bad row."""
+    return _decoded(data, lambda: decode_wire_blobs(data))
+
+
+def decode_sampled(data: bytes) -> Decoded:
+    """A sampled-label wire answer of arrays; another kind or format is a ``bad_answer``."""
+    return _decoded(data, lambda: (decode_sampled_wire(data), []))
+
+
+def decode_sampled_blobs(data: bytes) -> Decoded:
+    """A sampled-label wire answer of stored blobs, checked and decoded here."""
+    return _decoded(data, lambda: decode_sampled_wire_blobs(data))
+
+
+def _decoded(data: bytes, decode: Callable[[], tuple[Any, list[int]]]) -> Decoded:
     try:
-        return decode_sampled_wire(data), wire_metadata(data)
-    except ValueError as e:
+        labels, bad = decode()
+        return labels, wire_metadata(data), bad
+    except (ValueError, KeyError) as e:
         raise bad_answer(str(e)) from e
 
 

@@ -14,13 +14,16 @@ import numpy as np
 
 from shared.client.binding import operation
 from shared.client.by_hash import (
+    Decoded,
     Digests,
     MissingWindows,
     check_answer,
     check_same_model,
     check_sampled_answer,
     decode_sampled,
+    decode_sampled_blobs,
     decode_topk,
+    decode_topk_blobs,
     digest_body,
     merged,
     missing_positions,
@@ -31,7 +34,7 @@ from shared.data import PackedDataset
 from shared.hashing import window_hash
 from shared.labels import SoftLabels, WindowScore
 from shared.sampling import DEFAULT_DRAWS, SampledLabels
-from shared.wire import WIRE_MEDIA_TYPE, decode_sampled_wire, decode_wire
+from shared.wire import ARRAYS, BLOBS, WIRE_MEDIA_TYPE, decode_sampled_wire, decode_wire
 
 Progress = Callable[[int, int], None]
 """Called with (done, total)."""
@@ -49,7 +52,7 @@ class Operations(ClientCore):
 
     @operation
     def soft_labels_by_hash(self, hashes: Digests, windows: MissingWindows, k: int = 32,
-                            temperature: float = 1.0) -> Op[SoftLabels]:
+                            temperature: float = 1.0, blobs: bool = True) -> Op[SoftLabels]:
         """Top-k soft labels of N windows asked by hash: the service answers the cached ones, and only the
         windows it lacks are sent (once per distinct hash), through ``POST /v1/soft-labels``.
 
@@ -58,6 +61,9 @@ class Operations(ClientCore):
             windows: (N, L+1) windows whose row i hashes to ``hashes[i]``, or a function of the positions the
                 service lacks ((M,) int64) returning those M windows.
             k, temperature: label parameters.
+            blobs: ask for the cached labels as the cache stores them and check and decode them here: a
+                third of the bytes on the wire, and the decoding done by each trainer instead of the shared
+                service. False: the service decodes them (an answer of arrays, as ``soft_labels`` gets).
 
         Returns:
             Labels in request order: ids/logprobs (N, L, k), tail (N, L), hashes in hex.
@@ -69,11 +75,12 @@ class Operations(ClientCore):
         def check(labels: SoftLabels, meta: dict[str, str], asked: list[str], info: dict[str, Any]) -> None:
             check_answer(labels, meta, hashes=asked, info=info, k=k, temperature=temperature)
 
-        return (yield from self._by_hash(hashes, windows, {"k": k, "temperature": temperature}, decode_topk, check))
+        query = {"k": k, "temperature": temperature}
+        return (yield from self._by_hash(hashes, windows, query, blobs, (decode_topk, decode_topk_blobs), check))
 
     @operation
     def sampled_labels_by_hash(self, hashes: Digests, windows: MissingWindows, draws: int = DEFAULT_DRAWS,
-                               temperature: float = 1.0) -> Op[SampledLabels]:
+                               temperature: float = 1.0, blobs: bool = True) -> Op[SampledLabels]:
         """Sampled soft labels of N windows asked by hash, as ``soft_labels_by_hash`` asks top-k ones: the
         cached windows answered by hash, only the others sent (once per distinct hash).
 
@@ -87,31 +94,34 @@ class Operations(ClientCore):
             check_sampled_answer(labels, meta, hashes=asked, info=info, draws=draws, temperature=temperature)
 
         query = {"kind": "sample", "draws": draws, "temperature": temperature}
-        return (yield from self._by_hash(hashes, windows, query, decode_sampled, check))
+        return (yield from self._by_hash(hashes, windows, query, blobs, (decode_sampled, decode_sampled_blobs), check))
 
-    def _by_hash(self, hashes: Digests, windows: MissingWindows, query: dict[str, Any],
-                 decode: Callable[[bytes], tuple[Any, dict[str, str]]],
+    def _by_hash(self, hashes: Digests, windows: MissingWindows, query: dict[str, Any], blobs: bool,
+                 decoders: tuple[Callable[[bytes], Decoded], Callable[[bytes], Decoded]],
                  check: Callable[[Any, dict[str, str], list[str], dict[str, Any]], None]) -> Op[Any]:
-        """Labels of either kind by hash: the cached ones asked with ``query``, then the missing windows sent
-        with it through ``POST /v1/soft-labels``; each answer decoded and checked against what was asked."""
+        """Labels of either kind by hash: the cached ones asked with ``query`` (as stored blobs, decoded with
+        ``decoders[1]``, or as arrays, with ``decoders[0]``), then the missing windows, and those whose blob
+        failed here, sent through ``POST /v1/soft-labels``; each answer checked against what was asked."""
         raw, asked = digest_body(hashes)
         r, info = yield from self._checked_call(
-            "POST", "/v1/soft-labels/by-hash", params=query, content=raw,
-            headers={"Content-Type": "application/octet-stream", "Accept": WIRE_MEDIA_TYPE})
+            "POST", "/v1/soft-labels/by-hash", params={**query, "encoding": BLOBS if blobs else ARRAYS},
+            content=raw, headers={"Content-Type": "application/octet-stream", "Accept": WIRE_MEDIA_TYPE})
         check_same_model(self._models)
-        found, meta = decode(r.content)
-        missing = missing_positions(meta, len(asked))
-        lacking = set(missing)
-        found_at = [i for i in range(len(asked)) if i not in lacking]
+        found, meta, bad = decoders[blobs](r.content)
+        lacking = set(missing_positions(meta, len(asked)))
+        answered_at = [i for i in range(len(asked)) if i not in lacking]
+        lacking.update(answered_at[j] for j in bad if 0 <= j < len(answered_at))  # sent again: recomputed there
+        found_at = [i for i in answered_at if i not in lacking]
         check(found, meta, [asked[i] for i in found_at], info)
-        if not missing:
+        if not lacking:
             return found
+        missing = sorted(lacking)
         first_at = sorted({asked[i]: i for i in reversed(missing)}.values())  # each missing hash's first place
         body = {"windows": windows_json(windows_at(windows, first_at)), **query}
         r, info = yield from self._checked_call("POST", "/v1/soft-labels", json=body,
                                                 headers={"Accept": WIRE_MEDIA_TYPE})
         check_same_model(self._models)
-        computed, meta = decode(r.content)
+        computed, meta, _ = decoders[0](r.content)
         check(computed, meta, [asked[i] for i in first_at], info)
         if len(first_at) == len(asked):  # nothing cached, no repeats: the answer is the batch
             return computed

@@ -10,9 +10,10 @@ import httpx
 import numpy as np
 import pytest
 
+from shared.blobs.labels import checksum, pack_labels, pack_sampled
 from shared.client import SelectorClient, SelectorError
 from shared.hashing import window_digests, window_hash
-from shared.wire import WIRE_MEDIA_TYPE, encode_sampled_wire, encode_wire
+from shared.wire import WIRE_MEDIA_TYPE, encode_blobs_wire, encode_sampled_wire, encode_wire
 from tests.shared.test_client import KINDS, Mocked
 
 WINDOWS = np.array([[1, 2, 3], [4, 5, 6], [1, 2, 3], [7, 0, 1]], dtype=np.int64)
@@ -26,13 +27,26 @@ def labels_of(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, -ids.astype(np.float32) / 8, np.full(len(w) - 1, -3.0)
 
 
-def answer(rows: list[np.ndarray], hashes: list[str], meta: dict[str, str]) -> httpx.Response:
+def blob_of(w: np.ndarray) -> bytes:
+    """A window's made-up labels as the cache stores them."""
+    ids, lp, tail = labels_of(w)
+    return pack_labels(ids.astype("<u2"), lp.astype("<f2"), tail.astype("<f2"), vocab_size=8)
+
+
+def answer(rows: list[np.ndarray], hashes: list[str], meta: dict[str, str], blobs: bool = False,
+           damaged: int | None = None) -> httpx.Response:
+    """Labels of ``rows`` as arrays, or as stored blobs (the one at ``damaged`` with a wrong checksum)."""
+    base = {"model": "F", "precision": "fp32", "k": "2", "temperature": "1.0", "hashes": json.dumps(hashes)}
+    if blobs:
+        stored = [blob_of(w) for w in rows]
+        sums = [("00" * 16 if i == damaged else checksum(b)) for i, b in enumerate(stored)]
+        content = encode_blobs_wire(stored, sums, metadata={"kind": "topk"} | base | meta)
+        return httpx.Response(200, content=content, headers={"Content-Type": WIRE_MEDIA_TYPE})
     if rows:
         parts = [labels_of(w) for w in rows]
         ids, lp, tail = (np.stack([p[j] for p in parts]) for j in range(3))
     else:
         ids, lp, tail = np.zeros((0, 0, 2)), np.zeros((0, 0, 2)), np.zeros((0, 0))
-    base = {"model": "F", "precision": "fp32", "k": "2", "temperature": "1.0", "hashes": json.dumps(hashes)}
     content = encode_wire(ids, lp, tail, np.full(len(rows), 2), vocab_size=8, metadata=base | meta)
     if meta.get("kind", "topk") != "topk":  # encode_wire always says topk: another kind is put in by hand
         content = content.replace(b'"kind":"topk"', b'"kind":"' + meta["kind"][:4].encode() + b'"')
@@ -42,10 +56,12 @@ def answer(rows: list[np.ndarray], hashes: list[str], meta: dict[str, str]) -> h
 class Service:
     """Windows 0 and 2 (one hash) cached; ``tamper`` changes one metadata field of the answer it names."""
 
-    def __init__(self, tamper: tuple[str, dict[str, str]] | None = None, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, tamper: tuple[str, dict[str, str]] | None = None, info: dict[str, Any] | None = None,
+                 damaged: int | None = None) -> None:
         self.seen: list[tuple[str, str, Any]] = []
         self.tamper = tamper
         self.info = info or {}
+        self.damaged = damaged
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         host, path = request.url.host, request.url.path
@@ -58,13 +74,15 @@ class Service:
             cached = [i for i, h in enumerate(asked) if h == HASHES[0]]
             missing = [i for i in range(len(asked)) if i not in cached]
             return answer([WINDOWS[0] for _ in cached], [asked[i] for i in cached],
-                          {"missing": json.dumps(missing), "count": str(len(asked)), "kind": "topk", **extra})
+                          {"missing": json.dumps(missing), "count": str(len(asked)), "kind": "topk", **extra},
+                          blobs=request.url.params.get("encoding") == "blobs", damaged=self.damaged)
         windows = [np.array(w) for w in json.loads(request.content)["windows"]]
         return answer(windows, [window_hash(w) for w in windows], extra)
 
 
+@pytest.mark.parametrize("blobs", [True, False], ids=["blobs", "arrays"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_only_missing_windows_are_sent_and_the_batch_is_in_order(kind: str) -> None:
+def test_only_missing_windows_are_sent_and_the_batch_is_in_order(kind: str, blobs: bool) -> None:
     svc = Service()
     asked_for: list[list[int]] = []
 
@@ -73,18 +91,32 @@ def test_only_missing_windows_are_sent_and_the_batch_is_in_order(kind: str) -> N
         return WINDOWS[positions]
 
     c = Mocked(kind, svc, ["http://a", "http://b"])
-    got = c.soft_labels_by_hash(window_digests(WINDOWS), windows, k=2)
+    got = c.soft_labels_by_hash(window_digests(WINDOWS), windows, k=2, blobs=blobs)
     assert got.hashes == HASHES and asked_for == [[1, 3]]
+    assert svc.seen[1][1] == "/v1/soft-labels/by-hash"
     for i, w in enumerate(WINDOWS):
         assert got.ids[i].tolist() == labels_of(w)[0].tolist()
     assert [json.loads(body)["windows"] for _, p, body in svc.seen if p == "/v1/soft-labels"] == [
         WINDOWS[[1, 3]].tolist()]
+    np.testing.assert_allclose(got.logprobs[0].numpy(), labels_of(WINDOWS[0])[1], atol=1e-3)
     # Each replica's /v1/model once, before the first request to it; hex hashes and an array work alike.
-    c.soft_labels_by_hash(HASHES, WINDOWS, k=2)
-    c.soft_labels_by_hash(HASHES[:1], WINDOWS[:1], k=2)
+    c.soft_labels_by_hash(HASHES, WINDOWS, k=2, blobs=blobs)
+    c.soft_labels_by_hash(HASHES[:1], WINDOWS[:1], k=2, blobs=blobs)
     assert [(h, p) for h, p, _ in svc.seen] == [
         ("a", "/v1/model"), ("a", "/v1/soft-labels/by-hash"), ("b", "/v1/model"), ("b", "/v1/soft-labels"),
         ("a", "/v1/soft-labels/by-hash"), ("b", "/v1/soft-labels"), ("a", "/v1/soft-labels/by-hash")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_blob_that_fails_its_checksum_here_is_sent_again_as_a_window(kind: str) -> None:
+    svc = Service(damaged=1)  # the second cached copy (position 2) fails
+    got = Mocked(kind, svc, "http://a").soft_labels_by_hash(HASHES, WINDOWS, k=2)
+    assert got.hashes == HASHES
+    for i, w in enumerate(WINDOWS):
+        assert got.ids[i].tolist() == labels_of(w)[0].tolist()
+    # Position 2 has window 0's hash: sent once with the missing ones, so the service recomputes its blob.
+    assert [json.loads(body)["windows"] for _, p, body in svc.seen if p == "/v1/soft-labels"] == [
+        WINDOWS[[1, 2, 3]].tolist()]
 
 
 TAMPERED = [
@@ -97,11 +129,12 @@ TAMPERED = [
 ]
 
 
+@pytest.mark.parametrize("blobs", [True, False], ids=["blobs", "arrays"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("tamper", TAMPERED, ids=[f"{p.rsplit('/', 1)[1]}-{next(iter(m))}" for p, m in TAMPERED])
-def test_a_tampered_answer_is_refused(kind: str, tamper: tuple[str, dict[str, str]]) -> None:
+def test_a_tampered_answer_is_refused(kind: str, tamper: tuple[str, dict[str, str]], blobs: bool) -> None:
     with pytest.raises(SelectorError) as e:
-        Mocked(kind, Service(tamper), "http://a").soft_labels_by_hash(HASHES, WINDOWS, k=2)
+        Mocked(kind, Service(tamper), "http://a").soft_labels_by_hash(HASHES, WINDOWS, k=2, blobs=blobs)
     assert e.value.code == "bad_answer" and "does not match the request" in str(e.value)
 
 
@@ -155,21 +188,28 @@ class SampledService:
             rows = [np.array(w) for w in json.loads(request.content)["windows"]]
             hashes, wide, meta = [window_hash(w) for w in rows], True, {}
         parts = [sampled_of(w, wide) for w in rows]
+        base = {"model": "F", "precision": "fp32", "draws": "4", "temperature": "1.0", "hashes": json.dumps(hashes)}
+        if request.url.params.get("encoding") == "blobs":
+            stored = [pack_sampled(ids, counts, 4, vocab_size=8) for ids, counts in parts]
+            sums = [checksum(b) for b in stored]
+            content = encode_blobs_wire(stored, sums, metadata={"kind": "sample"} | base | meta)
+            return httpx.Response(200, content=content, headers={"Content-Type": WIRE_MEDIA_TYPE})
         W = 2 if wide else 1
         ids = np.stack([p[0] for p in parts]) if parts else np.zeros((0, 0, W))
         counts = np.stack([p[1] for p in parts]) if parts else np.zeros((0, 0, W))
-        base = {"model": "F", "precision": "fp32", "draws": "4", "temperature": "1.0", "hashes": json.dumps(hashes)}
         content = encode_sampled_wire(ids, counts, np.full(len(rows), 2), vocab_size=8, metadata=base | meta)
         return httpx.Response(200, content=content, headers={"Content-Type": WIRE_MEDIA_TYPE})
 
 
-def test_sampled_labels_by_hash_send_only_the_missing_windows_and_pad_to_the_widest() -> None:
+@pytest.mark.parametrize("blobs", [True, False], ids=["blobs", "arrays"])
+def test_sampled_labels_by_hash_send_only_the_missing_windows_and_pad_to_the_widest(blobs: bool) -> None:
     svc = SampledService()
     c = SelectorClient("http://a", http_client=httpx.Client(transport=httpx.MockTransport(svc)))
-    got = c.sampled_labels_by_hash(window_digests(WINDOWS), WINDOWS, draws=4)
+    got = c.sampled_labels_by_hash(window_digests(WINDOWS), WINDOWS, draws=4, blobs=blobs)
     assert got.hashes == HASHES and got.ids.shape == (4, 2, 2) and got.draws == 4
     assert [p for p, _ in svc.seen] == ["/v1/model", "/v1/soft-labels/by-hash", "/v1/soft-labels"]
-    assert svc.seen[1][1] == {"kind": "sample", "draws": "4", "temperature": "1.0"}
+    assert svc.seen[1][1] == {"kind": "sample", "draws": "4", "temperature": "1.0",
+                              "encoding": "blobs" if blobs else "arrays"}
     for i, w in enumerate(WINDOWS):
         ids, counts = sampled_of(w, wide=i not in (0, 2))  # 0 and 2 share the cached hash
         W = ids.shape[1]
@@ -179,5 +219,5 @@ def test_sampled_labels_by_hash_send_only_the_missing_windows_and_pad_to_the_wid
         transport = httpx.MockTransport(SampledService(tamper))
         bad = SelectorClient("http://a", http_client=httpx.Client(transport=transport))
         with pytest.raises(SelectorError) as e:
-            bad.sampled_labels_by_hash(HASHES, WINDOWS, draws=4)
+            bad.sampled_labels_by_hash(HASHES, WINDOWS, draws=4, blobs=blobs)
         assert e.value.code == "bad_answer"

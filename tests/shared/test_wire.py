@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from shared.blobs.labels import checksum, pack_labels
 from shared.labels import TAIL_FLOOR
 from shared.wire import (
     WIRE_FORMAT,
+    decode_blobs_wire,
     decode_sampled_wire,
     decode_wire,
+    decode_wire_blobs,
+    encode_blobs_wire,
     encode_sampled_wire,
     encode_wire,
     wire_metadata,
@@ -71,3 +75,37 @@ def test_version_one_payloads_are_read_and_version_two_says_its_format() -> None
     assert decode_wire(v1).k == 1
     with pytest.raises(ValueError, match="not a salt-softlabels-v2 payload"):
         decode_wire(data.replace(b"salt-softlabels-v2", b"salt-softlabels-v9"))
+
+
+def test_blobs_round_trip_and_a_cut_that_does_not_add_up_is_refused() -> None:
+    rng = np.random.default_rng(0)
+    stored = []
+    for L in (5, 3):  # windows of two lengths: padded to the longer, as arrays are
+        ids = rng.integers(0, 300, (L, 4)).astype("<u2")
+        lp = np.sort(rng.normal(-3, 1, (L, 4)), axis=-1)[:, ::-1].astype("<f2")
+        stored.append((ids, lp, np.full(L, -2.0, "<f2")))
+    blobs = [pack_labels(*s, vocab_size=300) for s in stored]
+    sums = [checksum(b) for b in blobs]
+    meta = {"kind": "topk", "k": "4", "temperature": "1.0", "hashes": json.dumps(["a", "b"])}
+    data = encode_blobs_wire(blobs, sums, metadata=meta)
+    got_meta, got_blobs, got_sums = decode_blobs_wire(data, "topk")
+    assert (got_blobs, got_sums, got_meta["encoding"]) == (blobs, sums, "blobs")
+    labels, bad = decode_wire_blobs(data)
+    assert bad == [] and labels.ids.shape == (2, 5, 4) and labels.lengths.tolist() == [5, 3]
+    assert labels.ids[1, :3].tolist() == stored[1][0].tolist() and not labels.ids[1, 3:].any()
+    assert torch.equal(labels.logprobs[0], torch.from_numpy(stored[0][1].astype(np.float32)))
+    damaged, bad = decode_wire_blobs(encode_blobs_wire(blobs, [sums[0], "0" * 32], metadata=meta))
+    assert bad == [1] and damaged.hashes == ["a"] and damaged.ids.shape[0] == 1
+    with pytest.raises(ValueError, match="encoded as 'blobs'"):
+        decode_wire(data)
+    with pytest.raises(ValueError, match="encoded as 'arrays'"):
+        decode_wire_blobs(encode_wire(*(np.zeros((1, 1, 4)),) * 2, np.zeros((1, 1)), np.ones(1), vocab_size=8,
+                                      metadata={"k": "4", "temperature": "1.0"}))
+    with pytest.raises(ValueError, match="2 hashes for 1 windows"):
+        decode_wire_blobs(encode_blobs_wire(blobs[:1], sums[:1], metadata=meta))
+    head = int.from_bytes(data[:8], "little")
+    body = bytearray(data)
+    off_at = 8 + head + len(b"".join(blobs)) + 32  # blobs, then checksums (2 x 16), then offsets (sorted names)
+    body[off_at + 8 : off_at + 16] = (10**6).to_bytes(8, "little")  # blob 0 ends past the data
+    with pytest.raises(ValueError, match="do not match"):
+        decode_blobs_wire(bytes(body), "topk")

@@ -4,13 +4,15 @@ The body is the windows' raw 16-byte hashes back to back (``application/octet-st
 thing to send, check and parse: no token ids travel, none are validated or hashed again. The answer is
 the binary wire format (``shared.wire``) holding the cached windows only, in request order: top-k labels,
 or with ``kind=sample`` sampled ones; its metadata names the positions not cached (``missing``), which the
-client then sends as windows to ``POST /v1/soft-labels``.
+client then sends as windows to ``POST /v1/soft-labels``. With ``encoding=blobs`` the labels go as the cache
+stores them, neither checked nor decoded here: the client checks and decodes them, and sends the windows
+of any blob that fails, which the service then finds damaged and recomputes.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -24,7 +26,7 @@ from selector_service.domain.windows import check_batch_size, label_draws, label
 from shared.data import HASH_BYTES
 from shared.labels import MAX_K
 from shared.sampling import MAX_DRAWS, LabelKind
-from shared.wire import WIRE_MEDIA_TYPE, encode_wire
+from shared.wire import BLOBS, WIRE_MEDIA_TYPE, encode_blobs_wire, encode_wire
 
 router = APIRouter(prefix="/v1", tags=["soft-labels"])
 
@@ -53,6 +55,8 @@ async def soft_labels_by_hash(
     kind: Annotated[LabelKind, Query(description="topk: top-k labels; sample: sampled labels (ids and counts).")]
     = "topk",
     draws: Annotated[int | None, Query(ge=1, le=MAX_DRAWS, description="Draws per position; sample only.")] = None,
+    encoding: Annotated[Literal["arrays", "blobs"], Query(description="arrays: decoded labels; blobs: the stored "
+                        "blobs as they are, for the client to check and decode (shared.wire).")] = "arrays",
 ) -> Response:
     """Cached labels of the windows whose hashes the body holds; the positions not cached as ``missing``."""
     slm = cache.slm
@@ -62,8 +66,11 @@ async def soft_labels_by_hash(
                             settings.max_batch_windows)
     meta = {"model": slm.fingerprint, "precision": slm.precision, "temperature": str(temperature), "kind": kind,
             "count": str(len(hashes)), **width}
-    answer = _answer_sampled if sample else _answer
-    return Response(await run_in_threadpool(answer, cache, hashes, temperature, meta), media_type=WIRE_MEDIA_TYPE)
+    if encoding == BLOBS:
+        body = await run_in_threadpool(_answer_blobs, cache, hashes, temperature, meta)
+    else:
+        body = await run_in_threadpool(_answer_sampled if sample else _answer, cache, hashes, temperature, meta)
+    return Response(body, media_type=WIRE_MEDIA_TYPE)
 
 
 def request_hashes(content_type: str, body: bytes, limit: int) -> list[str]:
@@ -85,6 +92,14 @@ def _answer(cache: LabelCache, hashes: list[str], temperature: float, meta: dict
     found = {"hashes": json.dumps([hashes[i] for i in positions]), "missing": _missing(len(hashes), positions)}
     return encode_wire(batch.ids, batch.logprobs, batch.tail, batch.lengths, vocab_size=cache.slm.vocab_size,
                        metadata=meta | found)
+
+
+def _answer_blobs(cache: LabelCache, hashes: list[str], temperature: float, meta: dict[str, str]) -> bytes:
+    """The wire bytes of the cached windows' stored blobs (one worker thread: lookup and framing only)."""
+    width = {"draws": int(meta["draws"])} if "draws" in meta else {"k": int(meta["k"])}
+    positions, rows = cache.cached_blobs(hashes, temperature, **width)
+    found = {"hashes": json.dumps([hashes[i] for i in positions]), "missing": _missing(len(hashes), positions)}
+    return encode_blobs_wire([r.blob for r in rows], [r.checksum for r in rows], metadata=meta | found)
 
 
 def _answer_sampled(cache: LabelCache, hashes: list[str], temperature: float, meta: dict[str, str]) -> bytes:

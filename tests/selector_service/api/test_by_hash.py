@@ -14,7 +14,14 @@ from fastapi.testclient import TestClient
 
 from shared.client import SelectorClient
 from shared.hashing import window_digests, window_hash
-from shared.wire import WIRE_MEDIA_TYPE, decode_sampled_wire, decode_wire, wire_metadata
+from shared.wire import (
+    WIRE_MEDIA_TYPE,
+    decode_sampled_wire,
+    decode_sampled_wire_blobs,
+    decode_wire,
+    decode_wire_blobs,
+    wire_metadata,
+)
 from tests.selector_service.conftest import assert_error, make_client
 
 OCTETS = {"content-type": "application/octet-stream"}
@@ -138,3 +145,45 @@ def test_sampled_labels_by_hash_route_and_client(tiny_checkpoint: Path, db_url: 
     W = got.ids.shape[-1]
     assert torch.equal(got.ids, full.ids[..., :W]) and torch.equal(got.counts, full.counts[..., :W])
     assert not full.counts[..., W:].any()
+
+
+def test_blobs_answer_the_same_labels_as_arrays(tiny_checkpoint: Path, db_url: str, windows: np.ndarray) -> None:
+    order = [6, 1, 6, 2]
+    digests = window_digests(windows)[order].tobytes()
+    with make_client(tiny_checkpoint, db_url) as c:
+        sc = SelectorClient("http://testserver", http_client=c)
+        sc.soft_labels(windows[[1, 6]], k=8)
+        sc.sampled_labels(windows[[1, 6]], draws=8)
+        for query, decode in (("k=8", decode_wire_blobs), ("kind=sample&draws=8", decode_sampled_wire_blobs)):
+            arrays = c.post(f"/v1/soft-labels/by-hash?{query}", content=digests, headers=OCTETS).content
+            blobs = c.post(f"/v1/soft-labels/by-hash?{query}&encoding=blobs", content=digests, headers=OCTETS).content
+            meta, ref = wire_metadata(blobs), (decode_wire if "k=" in query else decode_sampled_wire)(arrays)
+            got, bad = decode(blobs)
+            assert bad == [] and meta["encoding"] == "blobs" and json.loads(meta["missing"]) == [3]
+            assert {k: v for k, v in meta.items() if k not in ("encoding", "format")} == {
+                k: v for k, v in wire_metadata(arrays).items() if k != "format"}
+            assert got.hashes == ref.hashes and len(blobs) < len(arrays)
+            for name in ("ids", "logprobs", "tail", "counts", "lengths"):
+                if hasattr(ref, name):
+                    assert torch.equal(getattr(got, name), getattr(ref, name)), (query, name)
+        assert_error(c.post("/v1/soft-labels/by-hash?encoding=zip", content=digests, headers=OCTETS), 422,
+                     "invalid_request")
+
+
+def test_a_damaged_blob_sent_to_the_client_is_recomputed(tiny_checkpoint: Path, db_url: str,
+                                                         windows: np.ndarray) -> None:
+    with make_client(tiny_checkpoint, db_url) as c:
+        sc = SelectorClient("http://testserver", http_client=c)
+        good = sc.soft_labels(windows[:3], k=4)
+        engine = sa.create_engine(db_url)
+        with engine.begin() as conn:  # a flipped byte: the blob no longer matches its checksum
+            conn.execute(sa.text("UPDATE salt_cache SET checksum = :c WHERE window_hash = :h AND params LIKE "
+                                 "'labels:%'"), {"c": "0" * 32, "h": good.hashes[1]})
+        engine.dispose()
+        got = sc.soft_labels_by_hash(window_digests(windows[:3]), windows[:3], k=4)  # blobs, checked here
+        m = sc.metrics()
+        again = sc.soft_labels_by_hash(window_digests(windows[:3]), windows[:3], k=4)
+        m2 = sc.metrics()
+    assert got.hashes == good.hashes and torch.equal(got.ids, good.ids) and torch.equal(again.ids, good.ids)
+    assert m["salt_cache_bad_blobs_total"] == 1 and m["salt_windows_computed_total"] == 4  # found by the service too
+    assert m2["salt_windows_computed_total"] == 4  # replaced: every window a hit now

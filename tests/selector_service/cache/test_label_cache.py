@@ -9,7 +9,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from selector_service.store.cache_rows import labels_params
-from selector_service.store.codec import checksum
+from shared.blobs.labels import checksum
 from shared.client import SelectorClient
 from shared.wire import WIRE_MEDIA_TYPE
 from tests.selector_service.conftest import count_rows, make_client

@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from selector_service.store.cache_rows import labels_params
-from selector_service.store.codec import checksum
+from shared.blobs.labels import checksum
 from shared.client import SelectorClient
 from shared.data import PackedDataset
 from tests.servers import start_server, stop_server

@@ -11,8 +11,9 @@ from selector_service.domain.methods import SelectionParams
 from selector_service.domain.selections import create_selection, find_selection, params_of
 from selector_service.store import pool_rows
 from selector_service.store.cache_rows import SCORES_PARAMS, Row, put_rows
-from selector_service.store.codec import checksum, pack_scores
+from selector_service.store.codec import pack_scores
 from selector_service.store.database import Database
+from shared.blobs.labels import checksum
 from shared.hashing import window_hash
 from tests.selector_service.conftest import assert_refused as refused
 

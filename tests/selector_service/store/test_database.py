@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from selector_service.store.cache_rows import Row, get_rows, put_rows
-from selector_service.store.codec import checksum
 from selector_service.store.database import Database, DatabaseUnavailable, insert_ignoring_conflicts
 from selector_service.store.tables import SCHEMA_VERSION, init_schema, schema
+from shared.blobs.labels import checksum
 from tests.selector_service.conftest import count_rows
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from selector_service.store.bitpack import packed_size, unpack_rows
-from selector_service.store.codec import (
+from shared.blobs.bitpack import packed_size, unpack_rows
+from shared.blobs.labels import (
     _BYTES,
     _ID_DTYPES,
     _KINDS,
@@ -28,6 +28,7 @@ from selector_service.store.codec import (
     _dtype_of_bits,
     _v2_header,
     checksum,
+    unpack_sampled,
 )
 
 _local = threading.local()  # a zstd context per thread: creating one costs more than decompressing a blob
@@ -167,3 +168,28 @@ def _planes(planes: np.ndarray, size: int) -> np.ndarray:
         out <<= 8
         out |= p[:, b]
     return out
+
+
+def pad_sampled(labels: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows' sampled labels (ids, counts, each (L_i, W_i)) as one batch, zero past each one's own: ids
+    (N, L, W) int64 and counts (N, L, W) uint8 (0: padding), L the longest and W the widest; lengths (N,)."""
+    lengths = np.array([ids.shape[0] for ids, _ in labels], dtype=np.int32)
+    L, W = int(lengths.max(initial=0)), max((ids.shape[1] for ids, _ in labels), default=0)
+    ids_out = np.zeros((len(labels), L, W), dtype=np.int64)  # (N, L, W)
+    counts_out = np.zeros((len(labels), L, W), dtype=np.uint8)  # (N, L, W)
+    for i, (a, c) in enumerate(labels):
+        ids_out[i, : a.shape[0], : a.shape[1]], counts_out[i, : c.shape[0], : c.shape[1]] = a, c
+    return ids_out, counts_out, lengths
+
+
+def unpack_sampled_batch(blobs: list[bytes], checksums: list[str]
+                         ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int]]:
+    """Sampled-label blobs decoded one by one: (each good one's ids and counts, indices of the bad ones)."""
+    good: list[tuple[np.ndarray, np.ndarray]] = []
+    bad: list[int] = []
+    for i, (blob, ck) in enumerate(zip(blobs, checksums, strict=True)):
+        try:
+            good.append(unpack_sampled(blob, ck))
+        except BlobError:
+            bad.append(i)
+    return good, bad

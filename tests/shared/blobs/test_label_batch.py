@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selector_service.store.codec import checksum, pack_labels, unpack_labels
-from selector_service.store.label_batch import unpack_label_batch
+from shared.blobs.label_batch import unpack_label_batch
+from shared.blobs.labels import checksum, pack_labels, unpack_labels
 
 
 def blob(rng: np.random.Generator, L: int, k: int, vocab: int) -> bytes:
