@@ -1,10 +1,12 @@
-"""Many soft-label blobs decoded at once: the cache-hit path of requests by hash.
+"""Many soft-label blobs decoded at once: the cache-hit path of requests by hash (in the client, from an
+answer of stored blobs; in the service, for an answer of arrays).
 
-``codec.unpack_labels`` decodes one blob with a handful of numpy calls on small arrays; a request of
+``labels.unpack_labels`` decodes one blob with a handful of numpy calls on small arrays; a request of
 hundreds of windows pays that per window. Here blobs are grouped by layout (layout 1, or layout 2 with
 its id coding and bits; k and L): each group is decompressed into one buffer whose ids are unpacked
 (packed bits) or unshuffled (whole bytes), and whose log-prob deltas and tail are decoded, with one call
 each for the whole group. Every blob's checksum is still checked; a damaged one is reported, never decoded.
+Sampled-label blobs (a handful of ids per position) are decoded one by one and padded into one batch.
 """
 
 from __future__ import annotations
