@@ -52,10 +52,9 @@ def wikitext2_files() -> list[Path]:
 
 def articles(text: str) -> list[tuple[str, str]]:
     """(title, article text from its title line on) of every article in a WikiText file, in order."""
-    starts = [m.start() for m in _TITLE.finditer(text)]
-    titles = [m.group(1).strip() for m in _TITLE.finditer(text)]
-    ends = [*starts[1:], len(text)]
-    return [(t, text[s:e]) for t, s, e in zip(titles, starts, ends, strict=True)]
+    found = list(_TITLE.finditer(text))
+    ends = [m.start() for m in found[1:]] + [len(text)]
+    return [(m.group(1).strip(), text[m.start() : end]) for m, end in zip(found, ends, strict=True)]
 
 
 def detokenize(text: str) -> str:

@@ -14,7 +14,7 @@ added the kind; version-1 payloads (top-k only) are still read, and a version-1 
 version 2 by its format string.
 
 With metadata ``encoding`` = ``blobs`` (answers by hash, when asked), the labels travel as the cache
-stores them (``shared.blobs.labels``: compressed, about a third of the bytes) for the client to check and
+stores them (``shared.blobs.labels``: compressed, about half the bytes of top-32 arrays) for the client to check and
 decode: ``blobs`` (B,) uint8, every window's blob back to back, ``offsets`` (N + 1,) int64 (blob i is
 ``blobs[offsets[i]:offsets[i + 1]]``) and ``checksums`` (N, 16) uint8 (each blob's blake2b-128). An
 answer without ``encoding`` holds arrays, as above; each decoder refuses the other encoding.

@@ -61,8 +61,8 @@ class Operations(ClientCore):
             windows: (N, L+1) windows whose row i hashes to ``hashes[i]``, or a function of the positions the
                 service lacks ((M,) int64) returning those M windows.
             k, temperature: label parameters.
-            blobs: ask for the cached labels as the cache stores them and check and decode them here: a
-                third of the bytes on the wire, and the decoding done by each trainer instead of the shared
+            blobs: ask for the cached labels as the cache stores them and check and decode them here: about
+                half the bytes on the wire at k = 32, and the decoding done by each trainer instead of the shared
                 service. False: the service decodes them (an answer of arrays, as ``soft_labels`` gets).
 
         Returns:

@@ -89,7 +89,7 @@ def request_hashes(content_type: str, body: bytes, limit: int) -> list[str]:
 def _answer(cache: LabelCache, hashes: list[str], temperature: float, meta: dict[str, str]) -> bytes:
     """The wire bytes of the cached windows' top-k labels (one worker thread: lookup, decode and encode)."""
     positions, batch = cache.cached_labels(hashes, int(meta["k"]), temperature)
-    found = {"hashes": json.dumps([hashes[i] for i in positions]), "missing": _missing(len(hashes), positions)}
+    found = _found(hashes, positions)
     return encode_wire(batch.ids, batch.logprobs, batch.tail, batch.lengths, vocab_size=cache.slm.vocab_size,
                        metadata=meta | found)
 
@@ -98,7 +98,7 @@ def _answer_blobs(cache: LabelCache, hashes: list[str], temperature: float, meta
     """The wire bytes of the cached windows' stored blobs (one worker thread: lookup and framing only)."""
     width = {"draws": int(meta["draws"])} if "draws" in meta else {"k": int(meta["k"])}
     positions, rows = cache.cached_blobs(hashes, temperature, **width)
-    found = {"hashes": json.dumps([hashes[i] for i in positions]), "missing": _missing(len(hashes), positions)}
+    found = _found(hashes, positions)
     return encode_blobs_wire([r.blob for r in rows], [r.checksum for r in rows], metadata=meta | found)
 
 
@@ -106,10 +106,11 @@ def _answer_sampled(cache: LabelCache, hashes: list[str], temperature: float, me
     """The wire bytes of the cached windows' sampled labels."""
     positions, labels = cache.cached_sampled(hashes, int(meta["draws"]), temperature)
     return sampled_wire_bytes([hashes[i] for i in positions], labels,
-                              meta | {"missing": _missing(len(hashes), positions)}, cache.slm.vocab_size)
+                              meta | {"missing": _found(hashes, positions)["missing"]}, cache.slm.vocab_size)
 
 
-def _missing(n: int, positions: list[int]) -> str:
-    """The ``missing`` metadata: the request positions (of ``n``) not among those answered, as JSON."""
+def _found(hashes: list[str], positions: list[int]) -> dict[str, str]:
+    """The metadata naming the windows answered (``hashes``) and the request positions not cached."""
     found = set(positions)
-    return json.dumps([i for i in range(n) if i not in found])
+    return {"hashes": json.dumps([hashes[i] for i in positions]),
+            "missing": json.dumps([i for i in range(len(hashes)) if i not in found])}
