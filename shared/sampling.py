@@ -5,8 +5,8 @@ lost); N draws give an unbiased estimate of full distillation: ``E[c_i / N] = p_
 ``-sum_i (c_i / N) log q(i)`` has the full cross-entropy as its expectation.
 
 The draws are a pure function of (window hash, position, draw index): uniforms from a counter-based
-hash (splitmix64), turned into ids by the inverse CDF of ``softmax(logits / T)``. The same window
-always gets the same labels, whatever batch it was computed in.
+hash (splitmix64), turned into ids by the inverse CDF of ``softmax(logits / T)`` (float32 probabilities,
+float64 cumulative sums). The same window always gets the same labels, whatever batch it was computed in.
 
 Shapes: B = windows, L = predicted positions, V = vocabulary, W = unique ids kept per position (<= N).
 """
@@ -29,6 +29,7 @@ LabelKind = Literal["topk", "sample"]
 LABEL_KINDS: tuple[str, ...] = get_args(LabelKind)
 
 _CHUNK_ELEMENTS = 1 << 22
+_BLOCK = 64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -100,11 +101,46 @@ def sample_labels(
     flat = logits.reshape(B * L, V)  # (P, V)
     u = torch.from_numpy(draw_uniforms(seeds, L, draws)).to(logits.device).reshape(B * L, draws)  # (P, N)
     drawn = torch.empty((B * L, draws), dtype=torch.long, device=logits.device)  # (P, N)
-    rows = max(1, _CHUNK_ELEMENTS // V)  # float64 CDFs of a few positions at a time: bounded memory at any V
+    rows = max(1, _CHUNK_ELEMENTS // V)  # a few positions at a time: bounded memory at any V
     for i in range(0, B * L, rows):
-        cdf = F.softmax(flat[i : i + rows].double() / temperature, dim=-1).cumsum(-1)  # (rows, V)
-        drawn[i : i + rows] = torch.searchsorted(cdf, u[i : i + rows] * cdf[:, -1:], right=True).clamp_max(V - 1)
+        drawn[i : i + rows] = inverse_cdf(F.softmax(flat[i : i + rows].float() / temperature, dim=-1), u[i : i + rows])
     return unique_counts(drawn.reshape(B, L, draws), V)
+
+
+def inverse_cdf(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The id whose CDF interval holds each ``u * sum(p)``, found in two steps: the block of ``_BLOCK`` ids
+    (a float64 CDF over float32 block sums), then the id within it (a float64 CDF over that block only). The
+    same ids as one float64 CDF over the whole row but where a uniform falls within float32 rounding of a
+    block's edge, at a fraction of its cost. An id of zero probability is never returned.
+
+    Args:
+        p: (R, V) probabilities (float32; rows need not sum to exactly 1).
+        u: (R, N) float64 uniforms in [0, 1).
+
+    Returns:
+        (R, N) int64 ids.
+    """
+    R, V = p.shape
+    nb = -(-V // _BLOCK)
+    blocks = F.pad(p, (0, nb * _BLOCK - V)).reshape(R, nb, _BLOCK)  # (R, nb, BLOCK), zero-padded
+    mass = blocks.sum(-1)  # (R, nb)
+    cdf = mass.double().cumsum(-1)  # (R, nb)
+    target = u * cdf[:, -1:]  # (R, N)
+    last_block = _last_nonzero(mass)  # (R, 1): rounding past the end lands on the last block with mass
+    b = torch.minimum(torch.searchsorted(cdf, target, right=True), last_block)  # (R, N)
+    rest = target - torch.where(b > 0, cdf.gather(-1, (b - 1).clamp_min(0)), 0.0)  # (R, N): mass into block b
+    inner = blocks.gather(1, b.unsqueeze(-1).expand(R, b.shape[1], _BLOCK))  # (R, N, BLOCK)
+    within = torch.searchsorted(inner.double().cumsum(-1), rest.unsqueeze(-1), right=True).squeeze(-1)  # (R, N)
+    over = within >= _BLOCK  # rounding past the block's end: its last id with mass
+    if over.any():
+        within[over] = _last_nonzero(inner[over]).squeeze(-1)
+    return b * _BLOCK + within
+
+
+def _last_nonzero(x: torch.Tensor) -> torch.Tensor:
+    """(..., 1) index of the last entry > 0 along the last dimension (0 if none)."""
+    idx = torch.arange(x.shape[-1], device=x.device)
+    return torch.where(x > 0, idx, 0).amax(-1, keepdim=True)
 
 
 def unique_counts(drawn: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,7 +80,7 @@ def sampled_labels_ref(logits: torch.Tensor, draws: int, temperature: float, see
     ``shared.sampling.draw_uniforms``), each turned into an id by a linear scan of the CDF.
     """
     mask = (1 << 64) - 1
-    p = F.softmax(logits.double() / temperature, dim=-1).numpy()  # (B, L, V)
+    p = F.softmax(logits.float() / temperature, dim=-1).double().numpy()  # (B, L, V)
     B, L, V = p.shape
     out = []
     for b in range(B):

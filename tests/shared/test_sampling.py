@@ -32,6 +32,31 @@ def test_matches_reference_and_counts_sum_to_draws() -> None:
             assert torch.all(counts[b, pos, n:] == 0) and torch.all(ids[b, pos, n:] == 0)
 
 
+def test_two_step_search_matches_the_whole_row_scan_across_blocks_and_zero_mass() -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(2, 5, 203) * 4  # 4 blocks of 64 ids, the last one padded
+    logits[0, :, 64:128] = -float("inf")  # a whole block without mass
+    logits[1, :, 150:] = -float("inf")  # no mass from the middle of a block to the end of the row
+    seeds = _seeds(2)
+    ids, counts = sample_labels(logits, 64, 1.0, seeds)
+    ref = sampled_labels_ref(logits, 64, 1.0, [int(s) for s in seeds])
+    for b in range(2):
+        for pos in range(5):
+            n = int((counts[b, pos] > 0).sum())
+            assert list(zip(ids[b, pos, :n].tolist(), counts[b, pos, :n].tolist(), strict=True)) == ref[b][pos]
+    first = ids[0][counts[0] > 0]
+    assert not torch.any((first >= 64) & (first < 128))
+    assert not torch.any(ids[1][counts[1] > 0] >= 150)
+
+
+def test_rounding_past_the_end_of_the_row_lands_on_an_id_with_mass() -> None:
+    p = torch.zeros(1, 130)
+    p[0, 70] = 0.25
+    p[0, 75] = 0.75  # the last id with mass; ids 76-129 and the padding have none
+    u = torch.tensor([[0.0, 0.2, 0.3, 1.0 - 2**-53, 1.5]], dtype=torch.float64)  # 1.5: past the end on purpose
+    assert sampling.inverse_cdf(p, u).tolist() == [[70, 70, 75, 75, 75]]
+
+
 def test_a_window_gets_the_same_draws_in_any_batch() -> None:
     torch.manual_seed(1)
     logits = torch.randn(4, 6, 30)
