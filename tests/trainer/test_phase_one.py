@@ -19,6 +19,7 @@ from trainer.config import TrainConfig
 from trainer.phase_one import PhaseOne
 from trainer.recipe import train
 from trainer.recipe.metrics import read_metrics
+from trainer.recipe.setup import _phase_one_line
 
 
 def cfg_of(**kw: object) -> TrainConfig:
@@ -44,6 +45,14 @@ def test_auto_is_open_until_decided_or_n_kd_and_moves_the_transition() -> None:
     assert (p.end_step, p.phase_one_end) == (4, 8)
     assert [p.weight_at(s) for s in range(3, 9)] == pytest.approx([0.5, 0.5, 0.375, 0.25, 0.125, 0.0])
     assert not PhaseOne(cfg_of(mode="baseline", kd_until="auto")).auto
+
+
+def test_the_start_up_line_names_phase_one_s_end_and_the_fall_apart() -> None:
+    auto = _phase_one_line(PhaseOne(cfg_of(kd_until="auto", kd_transition="linear", kd_transition_steps=4)))
+    assert auto.endswith("within 0.05 nats of the SLM (at most until step 10), "
+                         "then a linear fall of the KD weight to 0 by step 14")
+    assert _phase_one_line(PhaseOne(cfg_of())) == ", phase one (KD) until step 10"
+    assert _phase_one_line(PhaseOne(cfg_of(mode="baseline"))) == ""
 
 
 @pytest.mark.parametrize(("kw", "match"), [

@@ -161,10 +161,13 @@ def _phase_one_line(p: PhaseOne) -> str:
     """How the start-up line describes phase one."""
     if not p.phase_one_end:
         return ""
+    kd = p.cfg.kd
+    fall = (f", then a {kd.kd_transition} fall of the KD weight to 0 by step {p.phase_one_end}"
+            if p.phase_one_end > p.end_step else "")
     if p.open_at(0):
-        return (f", phase one (KD) until the student is within {p.cfg.kd.kd_auto_margin} nats of the SLM "
-                f"(at most until step {p.phase_one_end})")
-    return f", phase one (KD) until step {p.phase_one_end}"
+        return (f", phase one (KD) until the student is within {kd.kd_auto_margin} nats of the SLM "
+                f"(at most until step {p.end_step}){fall}")
+    return f", phase one (KD) until step {p.end_step}{fall}"
 
 
 def _resumed(cfg: TrainConfig, ds: PackedDataset, device: torch.device
