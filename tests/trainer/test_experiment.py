@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from shared.errors import SaltError
 from tests.conftest import make_corpus
 from trainer.cli import app
-from trainer.experiments.config import ExperimentConfig
+from trainer.experiments.config import DEMO, ExperimentConfig
 from trainer.experiments.results import recompute
 from trainer.experiments.run import run_experiment
 from trainer.recipe.metrics import read_metrics
@@ -166,6 +166,14 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
             ExperimentConfig.of(name=name)
     with pytest.raises(SaltError, match="unknown precision"):
         ExperimentConfig.of(precision="fp8")
+
+
+def test_the_demo_runs_the_best_configuration_whose_results_are_committed() -> None:
+    committed = ExperimentConfig.from_file(Path(__file__).parents[2] / "docs/results/cpu-small-payback/auto-250.json")
+    same_runs = {"root": DEMO.root, "name": DEMO.name, "modes": DEMO.modes, "seeds": DEMO.seeds,
+                 "selection_diversity": DEMO.selection_diversity}
+    assert committed.with_(**same_runs) == DEMO
+    assert DEMO.kd.kd_until == "auto" and DEMO.kd.kd_labels == "sample" and DEMO.modes == ("baseline", "salt")
 
 
 def test_run_folders_are_named_by_the_resolved_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ def demo(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: bool = False,
 ) -> None:
-    """SALT end to end: prepare, train the SLM, serve it, train baseline/salt/salt_ds LLMs, write a report."""
+    """SALT end to end: prepare, train the SLM, serve it, train a baseline and a SALT LLM, write a report."""
     setup_logging(verbose)
     from trainer.experiments.demo import run_demo
 

@@ -1,8 +1,8 @@
 """``salt demo``: SALT end to end on the default corpus, on a laptop CPU.
 
 The one-seed case of ``salt experiment``: prepare the built-in corpus, train the SLM, start the
-selector service as a child process (SQLite cache in the demo folder), train the ``baseline``,
-``salt`` and ``salt_ds`` LLMs with the same step budget, and write ``report.md`` and ``curves.png``.
+selector service as a child process (SQLite cache in the demo folder), train the ``baseline`` and ``salt``
+LLMs (and ``salt_ds`` if asked) with the same step budget, and write ``report.md`` and ``curves.png``.
 Every stage whose output is complete and made with the same settings is reused on the next call.
 """
 
