@@ -66,7 +66,8 @@ def test_compose_services_as_processes(tmp_path: Path, pg_url: str) -> None:
     sizes = {"SALT_SOURCE": str(make_corpus(tmp_path / "corpus")), "SALT_SEQ_LEN": "32", "SALT_VOCAB_SIZE": "300",
              "SALT_VAL_FRACTION": "0.2", "SALT_SLM_PRESET": "slm-tiny", "SALT_SLM_STEPS": "10",
              "SALT_BATCH_SIZE": "8", "SALT_WARMUP_STEPS": "1", "SALT_TRAIN_DEVICE": "cpu", "SALT_SERVICE_DEVICE": "cpu",
-             "SALT_LLM_PRESET": "llm-tiny", "SALT_LLM_STEPS": "6", "SALT_N_KD": "3"}
+             "SALT_LLM_PRESET": "llm-tiny", "SALT_LLM_STEPS": "6", "SALT_N_KD": "3",
+             "SALT_KD_TRANSITION": "step"}  # phase one: 3 steps of sampled labels, nothing asked after
 
     run(argv("prepare", env=sizes, home=home), {})
     assert (home / "runs" / "slm" / "checkpoint" / "model.safetensors").is_file()
