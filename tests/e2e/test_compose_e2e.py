@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from shared.client import SelectorClient
+from shared.data import PackedDataset
 from tests.conftest import make_corpus
 from tests.deploy.compose import ROOT, argv, environment, load
 from tests.servers import free_port, stop_server
@@ -106,7 +107,11 @@ def test_compose_services_as_processes(tmp_path: Path, pg_url: str) -> None:
         svc = summary_b["service"]
         assert summary_b["processes"] == 2
         assert svc["requests"] == 3 * 2  # each rank asks for its half of each phase-one batch
-        assert svc["cache_hits"] == 3 * 8 and svc["cache_misses"] == 0 and svc["slm_forward_passes"] == 0
+        # Every label, and the SLM's validation loss that --kd-until auto compares with (each validation window's
+        # scores, asked once), from the cache that run A filled.
+        val_windows = min(512, len(PackedDataset(home / "data").val))
+        assert svc["cache_hits"] == 3 * 8 + val_windows
+        assert svc["cache_misses"] == 0 and svc["slm_forward_passes"] == 0
         steps = [r["step"] for r in read_metrics(home / "runs" / "b" / "salt") if r["kind"] == "train"]
         assert steps == list(range(1, 7))
         assert (home / "runs" / "b" / "report.md").is_file()
