@@ -77,6 +77,20 @@ def fused_ce_kd(logits: torch.Tensor, targets: torch.Tensor, kd: KDTargets, weig
     return loss, float(ce), float(kd_mean)
 
 
+def fused_ce(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Mean cross-entropy of (B, L, V) logits against (B, L) targets, in the same one-buffer pass (a plain
+    step's loss: autograd's cross-entropy keeps a float32 copy, its log-softmax and the gradient apart).
+
+    Returns:
+        the scalar loss (differentiable in ``logits``) and its value.
+    """
+    n = logits.shape[0] * logits.shape[1]
+    none = torch.empty((n, 0), dtype=torch.long, device=logits.device)  # no teacher ids
+    loss, ce, _ = _FusedCEKD.apply(logits, targets, none, none.float(), None,
+                                   torch.zeros(n, dtype=torch.bool, device=logits.device), 0.0)
+    return loss, float(ce)
+
+
 class _FusedCEKD(torch.autograd.Function):
     """Loss and gradient over one (N, V) buffer: the softmax of the forward pass becomes the gradient."""
 

@@ -9,7 +9,7 @@ import torch
 from shared.labels import SoftLabels
 from shared.sampling import SampledLabels, sample_labels
 from tests.reference import topk_soft_labels
-from trainer.fused_loss import fused_ce_kd, kd_targets
+from trainer.fused_loss import fused_ce, fused_ce_kd, kd_targets
 from trainer.losses import SampledKDLoss, TopKTailKDLoss, mixed_loss, next_token_ce
 
 B, L, V = 3, 5, 40
@@ -106,3 +106,21 @@ def test_selected_positions_alone_are_distilled() -> None:
     only = SoftLabels(labels.ids[:1, :2], labels.logprobs[:1, :2], labels.tail[:1, :2], torch.tensor([2]), [], 5,
                       1.0)
     assert kd == pytest.approx(float(TopKTailKDLoss().of(student[:1, :2], only)), rel=1e-5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_entropy_alone_matches_autograd_s(dtype: torch.dtype) -> None:
+    torch.manual_seed(7)
+    logits = (torch.randn(B, L, V) * 3).to(dtype)
+    targets = torch.randint(0, V, (B, L))
+    ref = logits.clone().requires_grad_()
+    want = next_token_ce(ref, targets)
+    want.backward()
+    got_in = logits.clone().requires_grad_()
+    got, value = fused_ce(got_in, targets)
+    got.backward()
+    assert got_in.grad is not None and ref.grad is not None and got_in.grad.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert value == pytest.approx(float(want.detach()), rel=1e-6)
+    torch.testing.assert_close(got_in.grad.float(), ref.grad.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-5,
+                               atol=1e-7)

@@ -19,7 +19,7 @@ from shared.errors import SaltError
 from trainer.batches import StepBatch
 from trainer.config.choices import KDSelect
 from trainer.distributed import all_sum
-from trainer.fused_loss import fused_ce_kd, kd_targets
+from trainer.fused_loss import fused_ce, fused_ce_kd, kd_targets
 from trainer.losses import KDLoss, Labels, mixed_loss, next_token_ce
 from trainer.prefetch import TeacherFault
 from trainer.recipe.checkpointing import CKPT_DIR, save_checkpoint
@@ -50,8 +50,8 @@ def micro_loss(
     """
     logits = model(windows[:, :-1])  # (B, T, V)
     if labels is None or weight == 0.0:
-        ce = next_token_ce(logits, windows[:, 1:])
-        return ce, ce.item(), None
+        loss, ce_val = fused_ce(logits, windows[:, 1:])
+        return loss, ce_val, None
     chosen = kd_positions(labels, windows[:, 1:], select, max_loss)
     if kd.temperature == 1.0:  # CE and KD share one softmax (the usual case)
         return fused_ce_kd(logits, windows[:, 1:], kd_targets(labels, logits.device), weight, chosen)
