@@ -169,7 +169,7 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
 
 
 def test_the_demo_runs_the_best_configuration_whose_results_are_committed() -> None:
-    committed = ExperimentConfig.from_file(Path(__file__).parents[2] / "docs/results/cpu-small-payback/auto-250.json")
+    committed = ExperimentConfig.from_file(Path(__file__).parents[2] / "docs/results/cpu-small-payback/strong-250.json")
     same_runs = {"root": DEMO.root, "name": DEMO.name, "modes": DEMO.modes, "seeds": DEMO.seeds,
                  "selection_diversity": DEMO.selection_diversity}
     assert committed.with_(**same_runs) == DEMO

@@ -172,17 +172,17 @@ EXPERIMENT_PRESETS: dict[str, ExperimentConfig] = {
     ),
 }
 
-DEMO_KD: dict[str, Any] = {"kd_fraction": 0.8, "kd_labels": "sample", "kd_draws": 16, "kd_until": "auto",
-                           "kd_transition": "linear", "kd_transition_steps": 50}
-"""Phase one of the best configuration measured on ``cpu-small`` (docs/results/cpu-small-payback): 16 sampled
-labels a position, KD for at most 80% of the steps, ended earlier by ``--kd-until auto``, then a linear fall of
-the KD weight over 50 steps."""
+DEMO_KD: dict[str, Any] = {"slm_steps": 1000, "kd_fraction": 0.8, "kd_labels": "sample", "kd_draws": 16,
+                           "kd_until": "auto", "kd_transition": "linear", "kd_transition_steps": 50}
+"""The teacher and phase one of the best configuration measured on ``cpu-small`` (docs/results/cpu-small-payback,
+``strong-*``): the SLM trained 1,000 steps, 16 sampled labels a position, KD for at most 80% of the steps, ended
+earlier by ``--kd-until auto``, then a linear fall of the KD weight over 50 steps."""
 
 DEMO = ExperimentConfig.of(root="runs/demo", modes=("baseline", "salt"), seeds=(0,), selection_diversity="kmeans",
                            **DEMO_KD)
-"""The demo's sizes: ``cpu-small``'s data, SLM and 250-step LLMs, a baseline and a SALT run in the best
-configuration measured (``DEMO_KD``). ``--modes baseline,salt,salt_ds`` adds a SALT_DS run, whose selection is
-spread over k-means clusters: plain top scores pick docstring prose on this corpus (docs/results)."""
+"""The demo's sizes: ``cpu-small``'s data and 250-step LLMs, a baseline and a SALT run in the best configuration
+measured (``DEMO_KD``). ``--modes baseline,salt,salt_ds`` adds a SALT_DS run, whose selection is spread over
+k-means clusters: plain top scores pick docstring prose on this corpus (docs/results)."""
 
 
 def preset(name: str, **overrides: Any) -> ExperimentConfig:
