@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -108,6 +109,26 @@ def test_a_dead_replicas_chunk_is_scored_by_the_other(db: Database, db_url: str,
     assert _score_rows_per_window(db, pid) == {1}
 
 
+def _lookups_meet(*caches: LabelCache) -> None:
+    """Each cache's lookup waits until every one has looked: all find the same misses and compute them, as two
+    replicas do when a lost lease has them score one chunk at once (on a loaded machine one could otherwise
+    finish before the other looks)."""
+    looked: list[int] = []
+    met = asyncio.Event()
+    for cache in caches:
+        real = cache._lookup
+
+        async def lookup(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            found = await _real(*args, **kwargs)
+            looked.append(1)
+            if len(looked) == len(caches):
+                met.set()
+            await met.wait()
+            return found
+
+        cache._lookup = lookup  # type: ignore[method-assign]
+
+
 def test_a_chunk_scored_twice_leaves_one_row_per_window(db: Database, db_url: str, slm: SLMRunner,
                                                          tiny_dataset: PackedDataset) -> None:
     """A lease lost mid-chunk means two replicas score the same windows at once: both compute, the cache's
@@ -116,6 +137,7 @@ def test_a_chunk_scored_twice_leaves_one_row_per_window(db: Database, db_url: st
 
     async def main() -> list[Metrics]:
         (a, ma), (b, mb) = _runner(db, slm, db_url), _runner(db, slm, db_url)
+        _lookups_meet(a.label_cache, b.label_cache)
         try:
             first, second = await asyncio.gather(a.label_cache.scores(windows), b.label_cache.scores(windows))
             assert [s.mean_loss for s in first] == [s.mean_loss for s in second]
