@@ -60,8 +60,8 @@ def report(args: argparse.Namespace, root: Path, ds: PackedDataset, runs: dict[s
     print(f"{'run':<22} {'median step ms':>15} {'÷ baseline':>11} {'data stall':>11} {'SLM forwards':>13}")
     print(f"{'baseline':<22} {t_base * 1e3:>15.1f} {1.0:>11.2f} {'—':>11} {'—':>13}")
     for name, kind in (("phase one, cold cache", "cold"), ("phase one, warm cache", "warm")):
-        last = runs[kind][-1]
-        print(f"{name:<22} {median_ms(kind) * 1e3:>15.1f} {median_ms(kind) / t_base:>11.2f} "
+        last, t = runs[kind][-1], median_ms(kind)
+        print(f"{name:<22} {t * 1e3:>15.1f} {t / t_base:>11.2f} "
               f"{last['data_stall_fraction']:>11.1%} {last['service']['slm_forward_passes']:>13.0f}")
     pairs = [statistics.median(step_times(root / f"warm{i}", skip)) / statistics.median(
         step_times(root / f"baseline{i}", skip)) for i in range(args.repeats)]
