@@ -155,18 +155,14 @@ def _without(items: list[str], bad: list[int]) -> list[str]:
     return [x for i, x in enumerate(items) if i not in drop]
 
 
-_CONVERT_CHUNK = 1 << 14
-"""Elements per float16 -> float32 copy: under torch's parallel grain, so the copy stays on this thread."""
-
-
 def _float32(a: np.ndarray) -> torch.Tensor:
-    """float16 values as a float32 tensor. torch converts several times faster than numpy's ``astype``;
-    chunks keep it from handing arrays this small to its thread pool, whose hand-off costs more than the work."""
-    src = torch.from_numpy(np.ascontiguousarray(a)).reshape(-1)
-    out = torch.empty(src.shape, dtype=torch.float32)
-    for i in range(0, src.numel(), _CONVERT_CHUNK):
-        out[i : i + _CONVERT_CHUNK].copy_(src[i : i + _CONVERT_CHUNK])
-    return out.reshape(a.shape)
+    """float16 values as a float32 tensor, converted by numpy (about 0.06 ms for a batch's top-32 labels).
+
+    Not by torch: labels are decoded on the trainer's prefetch thread, and a torch op there, however small,
+    gives that thread an OpenMP team of its own; with more OpenMP threads than cores the runtime stops
+    spinning between parallel regions, and every training step on the main thread got about 10% slower.
+    """
+    return torch.from_numpy(np.asarray(a, dtype=np.float32))
 
 
 def wire_metadata(data: bytes) -> dict[str, str]:

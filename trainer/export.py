@@ -170,14 +170,16 @@ class ExportedLabels:
             raise SelectorError(0, "export", f"{missing} of {len(digests)} windows are not in the export "
                                 f"{self.folder}; export the windows the run trains on (the selection, or the split)")
         rows = [self._rows[d] for d in digests]
-        logprobs = torch.from_numpy(np.stack([r[1] for r in rows]).astype(np.float32))  # (N, L, K)
-        tail = torch.from_numpy(np.stack([r[2] for r in rows]).astype(np.float32))  # (N, L)
+        # numpy only: this runs on the trainer's prefetch thread, where no torch op may run (shared.wire._float32)
+        logprobs = np.stack([r[1] for r in rows]).astype(np.float32)  # (N, L, K)
+        tail = np.stack([r[2] for r in rows]).astype(np.float32)  # (N, L)
         if k < m["k"]:  # the ids cut off join the tail
-            tail = torch.logsumexp(torch.cat([tail.unsqueeze(-1), logprobs[..., k:]], -1), -1).clamp_min(TAIL_FLOOR)
+            joined = np.concatenate([tail[..., None], logprobs[..., k:]], -1)  # (N, L, 1 + K - k)
+            tail = np.maximum(np.logaddexp.reduce(joined, axis=-1), TAIL_FLOOR).astype(np.float32)
         return SoftLabels(
             ids=torch.from_numpy(np.stack([r[0][:, :k] for r in rows]).astype(np.int64)),
-            logprobs=logprobs[..., :k].contiguous(), tail=tail,
-            lengths=torch.full((len(rows),), rows[0][0].shape[0], dtype=torch.int64),
+            logprobs=torch.from_numpy(np.ascontiguousarray(logprobs[..., :k])), tail=torch.from_numpy(tail),
+            lengths=torch.from_numpy(np.full(len(rows), rows[0][0].shape[0], dtype=np.int64)),
             hashes=[d.hex() for d in digests], k=k, temperature=temperature)
 
     def metrics_by_replica(self) -> list[dict[str, float]]:

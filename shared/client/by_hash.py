@@ -166,19 +166,22 @@ def merged(n: int, found: Labels, found_at: list[int], computed: Labels, compute
            hashes: list[str]) -> Labels:
     """One batch in request order from the cached labels (rows ``found_at``) and the computed ones; every
     computed row goes to each position whose hash is its (``computed_at``: each hash's first position).
-    Every tensor of the labels (top-k or sampled) is padded with zeros to the longer and wider of the two."""
+    Every tensor of the labels (top-k or sampled) is padded with zeros to the longer and wider of the two.
+    Done in numpy: it runs on the trainer's prefetch thread, where no torch op may run (``shared.wire._float32``)."""
     row_of = {hashes[p]: j for j, p in enumerate(computed_at)}
     found_set = set(found_at)
     missing_at = [p for p in range(n) if p not in found_set]
-    rows = torch.tensor([row_of[hashes[p]] for p in missing_at], dtype=torch.long)
+    rows = np.asarray([row_of[hashes[p]] for p in missing_at], dtype=np.int64)
     out: dict[str, torch.Tensor] = {}
     for f in fields(computed):
         a, b = getattr(found, f.name), getattr(computed, f.name)
         if not isinstance(b, torch.Tensor):
             continue
-        shape = (n, *(max(x, y) for x, y in zip(a.shape[1:], b.shape[1:], strict=True)))
-        out[f.name] = t = torch.zeros(shape, dtype=b.dtype)
-        for part, at in ((a, found_at), (b[rows], missing_at)):
+        a_np, b_np = a.numpy(), b.numpy()
+        shape = (n, *(max(x, y) for x, y in zip(a_np.shape[1:], b_np.shape[1:], strict=True)))
+        t = np.zeros(shape, dtype=b_np.dtype)
+        for part, at in ((a_np, found_at), (b_np[rows], missing_at)):
             if at:
-                t[(torch.tensor(at, dtype=torch.long), *(slice(0, d) for d in part.shape[1:]))] = part
+                t[(np.asarray(at, dtype=np.int64), *(slice(0, d) for d in part.shape[1:]))] = part
+        out[f.name] = torch.from_numpy(t)
     return replace(computed, **out, hashes=list(hashes))

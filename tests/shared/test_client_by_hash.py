@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from shared.blobs.labels import checksum, pack_labels, pack_sampled
 from shared.client import SelectorClient, SelectorError
@@ -221,3 +223,34 @@ def test_sampled_labels_by_hash_send_only_the_missing_windows_and_pad_to_the_wid
         with pytest.raises(SelectorError) as e:
             bad.sampled_labels_by_hash(HASHES, WINDOWS, draws=4, blobs=blobs)
         assert e.value.code == "bad_answer"
+
+
+class TorchOps(TorchDispatchMode):
+    """The names of the torch ops run on this thread while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+WRAPPING = {"lift_fresh", "view", "alias", "detach"}
+"""Ops that wrap numpy memory as tensors without computing (``torch.from_numpy`` and its views)."""
+
+
+@pytest.mark.parametrize("blobs", [True, False], ids=["blobs", "arrays"])
+def test_answers_are_decoded_and_merged_without_a_torch_op(blobs: bool) -> None:
+    """Labels are decoded on the trainer's prefetch thread; a torch op there gives it an OpenMP team of its
+    own, which slowed every training step by about 10% on 2 cores (``shared.wire._float32``). A partial hit
+    runs every step of the path: the hits decoded, the missing windows' labels decoded, the two merged."""
+    topk = SelectorClient("http://a", http_client=httpx.Client(transport=httpx.MockTransport(Service())))
+    sampled = SelectorClient("http://a", http_client=httpx.Client(transport=httpx.MockTransport(SampledService())))
+    with TorchOps() as ops:
+        got = topk.soft_labels_by_hash(window_digests(WINDOWS), WINDOWS, k=2, blobs=blobs)
+        drawn = sampled.sampled_labels_by_hash(window_digests(WINDOWS), WINDOWS, draws=4, blobs=blobs)
+    assert ops.names <= WRAPPING, f"torch ops on the decoding thread: {sorted(ops.names - WRAPPING)}"
+    assert got.logprobs.dtype == torch.float32 and got.ids.dtype == torch.int64 and drawn.counts.dtype == torch.int64
+    assert [got.ids[i].tolist() for i in range(4)] == [labels_of(w)[0].tolist() for w in WINDOWS]

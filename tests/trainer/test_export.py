@@ -16,6 +16,7 @@ from shared.client import SelectorClient
 from shared.data import PackedDataset
 from shared.errors import SaltError
 from shared.hashing import window_hash
+from tests.shared.test_client_by_hash import WRAPPING, TorchOps
 from trainer.cli import app
 from trainer.config import TrainConfig
 from trainer.export import MANIFEST, ExportedLabels
@@ -70,7 +71,9 @@ def test_an_exported_selection_trains_salt_ds_without_the_service(
     assert summary["service"]["requests"] == N_KD
 
     # A smaller k from the export: the ids cut off join the tail, as the service computes it.
-    got = ExportedLabels(export).soft_labels(windows, k=3)
+    with TorchOps() as ops:  # read on the prefetch thread, as the service's answers are: no torch op
+        got = ExportedLabels(export).soft_labels(windows, k=3)
+    assert ops.names <= WRAPPING, sorted(ops.names - WRAPPING)
     assert torch.equal(got.ids, smaller.ids)
     torch.testing.assert_close(got.tail, smaller.tail, atol=2e-2, rtol=1e-2)
 
