@@ -158,9 +158,10 @@ def _without(items: list[str], bad: list[int]) -> list[str]:
 def _float32(a: np.ndarray) -> torch.Tensor:
     """float16 values as a float32 tensor, converted by numpy (about 0.06 ms for a batch's top-32 labels).
 
-    Not by torch: labels are decoded on the trainer's prefetch thread, and a torch op there, however small,
-    gives that thread an OpenMP team of its own; with more OpenMP threads than cores the runtime stops
-    spinning between parallel regions, and every training step on the main thread got about 10% slower.
+    Not by torch: labels are decoded on the trainer's prefetch thread, and with torch ops there, however
+    small, the main thread's compute threads slept and woke hundreds of times a training step, which got
+    about 10% slower on 2 cores (likely: that thread's own OpenMP team, and with more OpenMP threads than
+    cores the runtime stops spinning between parallel regions).
     """
     return torch.from_numpy(np.asarray(a, dtype=np.float32))
 
