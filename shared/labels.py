@@ -105,7 +105,7 @@ def labels_and_scores(
         kmax = max([*ks, min(SALT_DS_TOPK, V) if t == 1.0 else 1])
         top_lp, top_ids = logp.topk(kmax, dim=-1)  # (B, L, kmax), sorted descending
         if t == 1.0:
-            entropy = -torch.einsum("blv,blv->bl", p, logp)  # (B, L)
+            entropy = -(p * logp).sum(-1)  # (B, L); einsum takes a batched matmul here, 3-4x slower on CPU
             scores = _scores_from(logp, top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy, hidden)
         done = 0
         for k in ks:  # ascending: the top-k sets are nested, so p is zeroed a slice at a time
