@@ -2,7 +2,8 @@
 
 Measured in one run on one machine: an LLM run in phase one for every step (``kd_full``) against a live
 selector service with a cold cache (the SLM computes every label), then baseline runs and the same phase-one
-run with a warm cache (every label read from the cache), alternating.
+run with a warm cache (every label read from the cache), alternating. Each run's voluntary context switches
+per step are printed too: a step whose compute threads sleep and wake shows hundreds, a sound one a few.
 
     python bench/trainer.py                    # CPU defaults, a few minutes
     python bench/trainer.py --labels sample --draws 16 --steps 40
@@ -12,6 +13,7 @@ run with a warm cache (every label read from the cache), alternating.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -33,6 +35,14 @@ def step_times(run: Path, skip: int) -> list[float]:
     return [r["step_s"] for r in read_metrics(run) if r["kind"] == "train"][skip:]
 
 
+def counted(cfg: TrainConfig) -> dict:
+    """``train(cfg)``'s summary, with the voluntary context switches of this process during the run (a step's
+    compute threads should not sleep: thousands a run mean they do, as when torch ran on a second thread)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    summary = train(cfg, progress=False)
+    return {**summary, "switches": resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before}
+
+
 def timed_runs(args: argparse.Namespace, root: Path, common: dict) -> dict[str, list[dict]]:
     """Baseline and warm-cache phase-one runs alternate (``--repeats`` of each) after one cold-cache run, so
     that a drift of the machine's speed falls on both alike. Returns each kind's run summaries."""
@@ -40,11 +50,10 @@ def timed_runs(args: argparse.Namespace, root: Path, common: dict) -> dict[str, 
     with ServiceProcess(root / "slm" / "checkpoint", f"sqlite:///{root / 'cache.sqlite'}") as svc:
         kd = dict(common, preset=args.llm, mode="kd_full", service_url=svc.url,
                   kd_labels=args.labels, kd_k=args.k, kd_draws=args.draws)
-        runs["cold"].append(train(TrainConfig.of(out=str(root / "cold0"), **kd), progress=False))
+        runs["cold"].append(counted(TrainConfig.of(out=str(root / "cold0"), **kd)))
         for r in range(args.repeats):
-            runs["baseline"].append(train(TrainConfig.of(out=str(root / f"baseline{r}"), preset=args.llm, **common),
-                                          progress=False))
-            runs["warm"].append(train(TrainConfig.of(out=str(root / f"warm{r}"), **kd), progress=False))
+            runs["baseline"].append(counted(TrainConfig.of(out=str(root / f"baseline{r}"), preset=args.llm, **common)))
+            runs["warm"].append(counted(TrainConfig.of(out=str(root / f"warm{r}"), **kd)))
     return runs
 
 
@@ -57,12 +66,16 @@ def report(args: argparse.Namespace, root: Path, ds: PackedDataset, runs: dict[s
     print(f"dataset: {len(ds.train)} train windows of {ds.seq_len + 1}; LLM {args.llm}, SLM {args.slm}, "
           f"batch {args.batch_size}, {labels}, {args.steps} steps a run (first {skip} left out), "
           f"{args.repeats} baseline and warm runs alternating")
-    print(f"{'run':<22} {'median step ms':>15} {'÷ baseline':>11} {'data stall':>11} {'SLM forwards':>13}")
-    print(f"{'baseline':<22} {t_base * 1e3:>15.1f} {1.0:>11.2f} {'—':>11} {'—':>13}")
+    def switches(kind: str) -> float:
+        return statistics.median(r["switches"] for r in runs[kind]) / args.steps
+
+    print(f"{'run':<22} {'median step ms':>15} {'÷ baseline':>11} {'data stall':>11} {'SLM forwards':>13} "
+          f"{'switches/step':>14}")
+    print(f"{'baseline':<22} {t_base * 1e3:>15.1f} {1.0:>11.2f} {'—':>11} {'—':>13} {switches('baseline'):>14.0f}")
     for name, kind in (("phase one, cold cache", "cold"), ("phase one, warm cache", "warm")):
         last, t = runs[kind][-1], median_ms(kind)
-        print(f"{name:<22} {t * 1e3:>15.1f} {t / t_base:>11.2f} "
-              f"{last['data_stall_fraction']:>11.1%} {last['service']['slm_forward_passes']:>13.0f}")
+        print(f"{name:<22} {t * 1e3:>15.1f} {t / t_base:>11.2f} {last['data_stall_fraction']:>11.1%} "
+              f"{last['service']['slm_forward_passes']:>13.0f} {switches(kind):>14.0f}")
     pairs = [statistics.median(step_times(root / f"warm{i}", skip)) / statistics.median(
         step_times(root / f"baseline{i}", skip)) for i in range(args.repeats)]
     print(f"warm ÷ baseline per repeat: {', '.join(f'{x:.2f}' for x in pairs)}")
