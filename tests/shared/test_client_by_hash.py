@@ -243,8 +243,8 @@ WRAPPING = {"lift_fresh", "view", "alias", "detach"}
 
 @pytest.mark.parametrize("blobs", [True, False], ids=["blobs", "arrays"])
 def test_answers_are_decoded_and_merged_without_a_torch_op(blobs: bool) -> None:
-    """Labels are decoded on the trainer's prefetch thread; a torch op there gives it an OpenMP team of its
-    own, which slowed every training step by about 10% on 2 cores (``shared.wire._float32``). A partial hit
+    """Labels are decoded on the trainer's prefetch thread; with torch ops there every training step got about
+    10% slower on 2 cores, its compute threads sleeping and waking (``shared.wire._float32``). A partial hit
     runs every step of the path: the hits decoded, the missing windows' labels decoded, the two merged."""
     topk = SelectorClient("http://a", http_client=httpx.Client(transport=httpx.MockTransport(Service())))
     sampled = SelectorClient("http://a", http_client=httpx.Client(transport=httpx.MockTransport(SampledService())))
