@@ -16,11 +16,18 @@ RUN useradd --create-home --uid 1000 salt && mkdir -p /srv/salt && chown salt:sa
 WORKDIR /app
 
 # The project from its own files (no registry copy of it): metadata first, then the packages.
-COPY pyproject.toml constraints.txt README.md ./
+# gcc builds the optional C extension (shared/_postproc.c, the CPU post-processing of the SLM's logits) and is
+# removed again in the same layer (libgomp1, which the extension links, stays); the check fails the build if
+# the extension did not come out.
+COPY pyproject.toml setup.py constraints.txt README.md ./
 COPY shared ./shared
 COPY selector_service ./selector_service
 COPY trainer ./trainer
-RUN pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt . && salt --help >/dev/null
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev libgomp1 >/dev/null \
+    && pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt . \
+    && apt-get purge -y -qq --auto-remove gcc libc6-dev >/dev/null && rm -rf /var/lib/apt/lists/* \
+    && cd / && python -c "import torch; from shared import postproc; assert postproc.available()" && cd /app \
+    && salt --help >/dev/null
 
 USER salt
 ENV SALT_MODEL_PATH=/srv/salt/runs/slm/checkpoint

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared import postproc
+
 TAIL_FLOOR = -1e4
 """Stored value of an empty tail (and the lowest log-prob kept); float16-safe."""
 SALT_DS_TOPK = 10
@@ -78,22 +80,31 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 
 def labels_and_scores(
-    logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor, label_params: list[tuple[int, float]]
+    logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor, label_params: list[tuple[int, float]],
+    *, native: bool | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
     """Scores and every wanted label set from one forward pass's outputs, sharing the full-vocabulary work.
 
     Equal (within float rounding) to ``window_scores`` and ``topk_soft_labels``, which are the plain
-    references; this path computes each softmax, exponential and top-k once per temperature. The tail
-    is the sum of the probabilities outside the top-k (positive terms only: no cancellation); a tail
-    under float32's smallest normal (about e^-87) is reported as ``TAIL_FLOOR``.
+    references. On the CPU with the C extension built (``shared.postproc``), each row of logits is read
+    twice in all (top-k, then the exponential sums per temperature); otherwise torch computes each
+    softmax, exponential and top-k once per temperature. The tail is the sum of the probabilities outside
+    the top-k (positive terms only: no cancellation); a tail under float32's smallest normal (about e^-87)
+    is reported as ``TAIL_FLOOR``. Equal logits are ordered by lower id first on the C path.
 
     Args:
         logits: (B, L, V); targets: (B, L) int64; hidden: (B, L, C).
         label_params: (k, temperature) pairs wanted.
+        native: True: the C path (an error if it is not built or the logits are not on the CPU); False: the
+            torch path; None: the C path where it can run.
 
     Returns:
         scores as ``window_scores`` gives them, and {(k, T): (ids (B, L, k), logprobs (B, L, k), tail (B, L))}.
     """
+    if native is None:
+        native = postproc.available() and logits.device.type == "cpu"
+    if native:
+        return _from_row_stats(logits.float(), targets, hidden, label_params)
     V = logits.shape[-1]
     logits = logits.float()
     labels = {}
@@ -106,7 +117,8 @@ def labels_and_scores(
         top_lp, top_ids = logp.topk(kmax, dim=-1)  # (B, L, kmax), sorted descending
         if t == 1.0:
             entropy = -(p * logp).sum(-1)  # (B, L); einsum takes a batched matmul here, 3-4x slower on CPU
-            scores = _scores_from(logp, top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy, hidden)
+            loss = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
+            scores = _scores_from(loss, top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy, hidden)
         done = 0
         for k in ks:  # ascending: the top-k sets are nested, so p is zeroed a slice at a time
             p.scatter_(-1, top_ids[..., done:k], 0.0)
@@ -116,11 +128,45 @@ def labels_and_scores(
     return scores, labels
 
 
+LOG_FLOAT32_TINY = float(np.log(np.finfo(np.float32).tiny))
+"""log of float32's smallest normal (about -87.3): tails under it are reported as ``TAIL_FLOOR``."""
+
+
+def _from_row_stats(
+    logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor, label_params: list[tuple[int, float]]
+) -> tuple[dict[str, np.ndarray], dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """``labels_and_scores`` from the C extension's row statistics (float64 on (N, K) figures from here on)."""
+    B, L, V = logits.shape
+    x = logits.reshape(B * L, V)  # (N, V)
+    temps = sorted({t for _, t in label_params} | {1.0})
+    K = max([k for k, _ in label_params] + [min(SALT_DS_TOPK, V)])
+    st = postproc.row_stats(x, K, temps)
+    m = st.max.double()  # (N,)
+    log_s = st.sum.log()  # (N, n_t)
+    one = temps.index(1.0)
+    loss = m + log_s[:, one] - x.gather(-1, targets.reshape(-1, 1)).squeeze(-1).double()  # (N,) lse - target
+    entropy = log_s[:, one] - st.dot / st.sum[:, one]  # (N,)
+    top_ids = st.top_idx.view(B, L, K)
+    scores = _scores_from(loss.view(B, L), top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy.view(B, L), hidden)
+    labels = {}
+    for k, t in label_params:
+        j = temps.index(t)
+        z = (st.top_val.double() - m[:, None]) / t  # (N, K) log of each top term of the sum
+        lp = (z[:, :k] - log_s[:, j, None]).float().clamp_min(TAIL_FLOOR)  # (N, k)
+        if k < V:  # the ids ranked k..K-1 are outside this top-k too
+            tail = (st.tail[:, j] + z[:, k:].exp().sum(-1)).log() - log_s[:, j]  # (N,)
+            tail = tail.masked_fill(tail < LOG_FLOAT32_TINY, TAIL_FLOOR).float()
+        else:
+            tail = torch.full((B * L,), TAIL_FLOOR)
+        labels[(k, t)] = (top_ids[..., :k], lp.view(B, L, k), tail.view(B, L))
+    return scores, labels
+
+
 def _scores_from(
-    logp: torch.Tensor, top10: torch.Tensor, targets: torch.Tensor, entropy: torch.Tensor, hidden: torch.Tensor
+    loss: torch.Tensor, top10: torch.Tensor, targets: torch.Tensor, entropy: torch.Tensor, hidden: torch.Tensor
 ) -> dict[str, np.ndarray]:
-    B, L, _ = logp.shape
-    loss = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    """Scores from per-position losses (B, L), the top-10 ids (B, L, 10) and entropies (B, L)."""
+    B, L = loss.shape
     in_top10 = (top10 == targets.unsqueeze(-1)).any(-1)  # (B, L)
     top1 = (top10[..., 0] == targets).float()  # (B, L)
     return {

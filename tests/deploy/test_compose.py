@@ -59,3 +59,4 @@ def test_dockerfile_is_slim_non_root_and_installs_the_project() -> None:
     assert "ARG BASE_IMAGE=python:3.11-slim" in text and "ARG TORCH_INDEX=" in text
     assert "\nUSER salt" in text
     assert "COPY shared" in text and "-c constraints.txt ." in text
+    assert "setup.py" in text and "postproc.available()" in text  # the C extension is built and checked
