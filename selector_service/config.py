@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(8192, ge=1)
     """Most tokens in one forward pass (dynamic batching)."""
     head_chunk_tokens: int = Field(1024, ge=1)
-    """Tokens per chunk of the output layer's full-vocabulary work (small chunks stay in the CPU cache)."""
+    """Tokens per chunk of the output layer's full-vocabulary work, and on the CPU of the whole forward (small
+    chunks stay in the CPU cache)."""
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     """Longest a computed request waits for others to join its forward pass."""
     retry_after_s: int = Field(2, ge=1, le=3600)

@@ -98,15 +98,18 @@ class SLMRunner:
         for idx in by_len.values():
             batch = torch.from_numpy(np.stack([works[i].window for i in idx])).to(self.device)  # (B, L+1)
             x, y = batch[:, :-1], batch[:, 1:]  # (B, L) each
-            hidden = self.model.hidden(x)  # (B, L, C)
             wanted = sorted({p for i in idx for p in works[i].label_params})
             # The output layer and its full-vocabulary post-processing run a few windows at a time: the
-            # (rows, L, V) buffers then stay in the CPU's cache, which is much faster than one big pass.
+            # (rows, L, V) buffers then stay in the CPU's cache, which is much faster than one big pass. On the
+            # CPU the body runs chunk by chunk too (its activations stay in cache; windows are independent), on
+            # an accelerator on the whole batch at once.
             rows = max(1, self.head_chunk_tokens // x.shape[1])
+            whole = self.model.hidden(x) if self.device.type != "cpu" else None  # (B, L, C)
             for start in range(0, len(idx), rows):
                 chunk = slice(start, start + rows)
-                logits = self.model.head(hidden[chunk]).float()  # (b, L, V)
-                scores, computed = labels_and_scores(logits, y[chunk], hidden[chunk], wanted)
+                hidden = whole[chunk] if whole is not None else self.model.hidden(x[chunk])  # (b, L, C)
+                logits = self.model.head(hidden).float()  # (b, L, V)
+                scores, computed = labels_and_scores(logits, y[chunk], hidden, wanted)
                 labels = {
                     p: (ids.cpu().numpy(), lp.cpu().to(torch.float16).numpy(), tail.cpu().to(torch.float16).numpy())
                     for p, (ids, lp, tail) in computed.items()

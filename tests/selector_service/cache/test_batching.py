@@ -62,7 +62,7 @@ def test_bf16_refused_without_native_support(
         pass
 
 
-def test_output_layer_in_chunks_gives_the_same_answers(
+def test_forward_in_chunks_gives_the_same_answers(
     tiny_checkpoint: Path, sqlite_url: str, tmp_path: Path, windows: np.ndarray
 ) -> None:
     body = {"windows": windows.tolist(), "k": 8}
