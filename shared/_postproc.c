@@ -29,6 +29,7 @@
 #define LANES 16
 #define EXP_FLOOR (-87.0f)
 #define MAX_GROUPS 256
+#define RANK_MAX 1024
 #define MIN_PARALLEL_ROWS 64 /* fewer rows are not worth waking the other threads */
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
@@ -65,11 +66,11 @@ INLINE float exp_nonpositive(float y) {
 }
 
 /* (a, ia) comes before (b, ib) in the top-K order: larger logit first, then lower id. */
-INLINE int before(float a, int64_t ia, float b, int64_t ib) { return a > b || (a == b && ia < ib); }
+INLINE int before(float a, int32_t ia, float b, int32_t ib) { return a > b || (a == b && ia < ib); }
 
-INLINE void swap_at(float *val, int64_t *idx, int64_t a, int64_t b) {
+INLINE void swap_at(float *val, int32_t *idx, int64_t a, int64_t b) {
     const float v = val[a];
-    const int64_t i = idx[a];
+    const int32_t i = idx[a];
     val[a] = val[b];
     idx[a] = idx[b];
     val[b] = v;
@@ -78,7 +79,7 @@ INLINE void swap_at(float *val, int64_t *idx, int64_t a, int64_t b) {
 
 /* Reorders the n pairs so that the first k (1 <= k <= n) are the k first in the top-K order (in any order):
  * quickselect with a median-of-three pivot. The order is total (ids differ), so the k chosen are unique. */
-static void select_first(float *val, int64_t *idx, int64_t n, int64_t k) {
+static void select_first(float *val, int32_t *idx, int64_t n, int64_t k) {
     int64_t lo = 0, hi = n - 1;
     while (lo < hi) {
         const int64_t mid = lo + (hi - lo) / 2;
@@ -89,7 +90,7 @@ static void select_first(float *val, int64_t *idx, int64_t n, int64_t k) {
         if (before(val[mid], idx[mid], val[hi], idx[hi]))
             swap_at(val, idx, mid, hi);
         const float pv = val[hi]; /* the median of the three */
-        const int64_t pi = idx[hi];
+        const int32_t pi = idx[hi];
         int64_t store = lo;
         for (int64_t i = lo; i < hi; i++)
             if (before(val[i], idx[i], pv, pi))
@@ -105,10 +106,10 @@ static void select_first(float *val, int64_t *idx, int64_t n, int64_t k) {
 }
 
 /* Sorts n pairs into the top-K order (insertion sort: n is at most K here). */
-static void sort_pairs(float *val, int64_t *idx, int64_t n) {
+static void sort_pairs(float *val, int32_t *idx, int64_t n) {
     for (int64_t i = 1; i < n; i++) {
         const float v = val[i];
-        const int64_t id = idx[i];
+        const int32_t id = idx[i];
         int64_t p = i;
         while (p > 0 && before(v, id, val[p - 1], idx[p - 1])) {
             val[p] = val[p - 1];
@@ -132,9 +133,10 @@ INLINE void group_maxima(const float *v, int64_t n, int64_t k, float *gm) {
         gm[g] = v[i0 + g] > gm[g] ? v[i0 + g] : gm[g];
 }
 
-/* Drops candidates under a higher floor while there are many: the maxima of K groups of them (candidate i in
- * group i % K) are K distinct logits, so their minimum is again a floor under the top-K. Returns the count. */
-static int64_t tighten(float *val, int64_t *idx, int64_t c, int64_t k) {
+/* Drops candidates under a higher floor while there are more than 2K: the maxima of K groups of them (candidate i
+ * in group i % K) are K distinct logits, so their minimum is again a floor under the top-K. Returns the count
+ * (more than 2K only when K > MAX_GROUPS or on ties). */
+static int64_t tighten(float *val, int32_t *idx, int64_t c, int64_t k) {
     float gm[MAX_GROUPS];
     while (c > 2 * k && k <= MAX_GROUPS) {
         group_maxima(val, c, k, gm);
@@ -151,15 +153,41 @@ static int64_t tighten(float *val, int64_t *idx, int64_t c, int64_t k) {
             break;
         c = n;
     }
-    if (c > k)
-        select_first(val, idx, c, k);
-    return c < k ? c : k;
+    return c;
+}
+
+/* The first min(k, c) of c pairs in the top-K order, sorted, into out_val/out_idx; returns how many. Up to
+ * RANK_MAX pairs, each pair's rank is counted (c^2 branch-free comparisons, vectorised), which places it
+ * directly; beyond, quickselect and insertion sort. */
+static int64_t first_sorted(float *val, int32_t *idx, int64_t c, int64_t k, float *out_val, int64_t *out_idx) {
+    const int64_t n = c < k ? c : k;
+    if (c <= RANK_MAX) {
+        for (int64_t i = 0; i < c; i++) {
+            const float v = val[i];
+            const int32_t id = idx[i];
+            int32_t r = 0;
+            for (int64_t j = 0; j < c; j++)
+                r += (val[j] > v) | ((val[j] == v) & (idx[j] < id));
+            if (r < n) {
+                out_val[r] = v;
+                out_idx[r] = id;
+            }
+        }
+        return n;
+    }
+    select_first(val, idx, c, n);
+    sort_pairs(val, idx, n);
+    for (int64_t j = 0; j < n; j++) {
+        out_val[j] = val[j];
+        out_idx[j] = idx[j];
+    }
+    return n;
 }
 
 /* Scratch of one thread for rows of V logits. */
 typedef struct {
     float *block_val, *cand_val;
-    int64_t *block_idx, *cand_idx;
+    int32_t *block_idx, *cand_idx;
 } Scratch;
 
 /* The row read as LANES strided blocks: block b holds x[b], x[b + nb], ..., x[b + (LANES - 1) nb] (nb = V / LANES;
@@ -177,16 +205,14 @@ INLINE void top_k(const float *x, int64_t V, int64_t k, float *val, int64_t *idx
         for (int64_t b = 0; b < nb; b++)
             bm[b] = xj[b] > bm[b] ? xj[b] : bm[b];
     }
-    float floor = -INFINITY; /* the K-th largest block maximum */
+    float floor = -INFINITY; /* the K-th largest block maximum (val/idx as scratch) */
     if (nb >= k) {
         for (int64_t b = 0; b < nb; b++) {
             w->cand_val[b] = bm[b];
-            w->block_idx[b] = b;
+            w->block_idx[b] = (int32_t)b;
         }
-        const int64_t n = tighten(w->cand_val, w->block_idx, nb, k);
-        floor = w->cand_val[0];
-        for (int64_t j = 1; j < n; j++)
-            floor = w->cand_val[j] < floor ? w->cand_val[j] : floor;
+        const int64_t c = tighten(w->cand_val, w->block_idx, nb, k);
+        floor = val[first_sorted(w->cand_val, w->block_idx, c, k, val, idx) - 1];
     }
     int64_t c = 0;
     for (int64_t b = 0; b < nb; b++) {
@@ -195,21 +221,19 @@ INLINE void top_k(const float *x, int64_t V, int64_t k, float *val, int64_t *idx
         for (int64_t j = 0; j < LANES; j++) {
             const float v = x[b + j * nb];
             w->cand_val[c] = v;
-            w->cand_idx[c] = b + j * nb;
+            w->cand_idx[c] = (int32_t)(b + j * nb);
             c += v >= floor; /* NaN never enters */
         }
     }
     for (int64_t i = nb * LANES; i < V; i++) {
         w->cand_val[c] = x[i];
-        w->cand_idx[c] = i;
+        w->cand_idx[c] = (int32_t)i;
         c += x[i] >= floor;
     }
     c = tighten(w->cand_val, w->cand_idx, c, k);
-    const int64_t n = c < k ? c : k; /* fewer than k only on a row of NaNs */
-    sort_pairs(w->cand_val, w->cand_idx, c);
-    for (int64_t j = 0; j < k; j++) {
-        val[j] = j < n ? w->cand_val[j] : NAN;
-        idx[j] = j < n ? w->cand_idx[j] : 0;
+    for (int64_t j = first_sorted(w->cand_val, w->cand_idx, c, k, val, idx); j < k; j++) {
+        val[j] = NAN; /* fewer than k only on a row of NaNs */
+        idx[j] = 0;
     }
 }
 
@@ -290,7 +314,7 @@ static int all_rows(const float *x, int64_t n_rows, int64_t V, int64_t k, const 
         hi = n_rows * (id + 1) / nt;
 #endif
         Scratch w = {malloc(sizeof(float) * (size_t)(V / LANES + 1)), malloc(sizeof(float) * (size_t)(V + 1)),
-                     malloc(sizeof(int64_t) * (size_t)(V / LANES + 1)), malloc(sizeof(int64_t) * (size_t)(V + 1))};
+                     malloc(sizeof(int32_t) * (size_t)(V / LANES + 1)), malloc(sizeof(int32_t) * (size_t)(V + 1))};
         if (w.block_val == NULL || w.cand_val == NULL || w.block_idx == NULL || w.cand_idx == NULL)
             failed = 1;
         else if (hi > lo)
@@ -310,8 +334,8 @@ static PyObject *row_stats(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nnnnnnnnnnnn", &x, &n_rows, &V, &k, &inv_t, &n_t, &top_val, &top_idx,
                           &max_out, &s_out, &tail_out, &d_out))
         return NULL;
-    if (n_rows < 0 || V < 1 || k < 1 || k > V || n_t < 1) {
-        PyErr_SetString(PyExc_ValueError, "row_stats: need rows >= 0, 1 <= k <= V and a temperature");
+    if (n_rows < 0 || V < 1 || V > INT32_MAX - 1 || k < 1 || k > V || n_t < 1) {
+        PyErr_SetString(PyExc_ValueError, "row_stats: need rows >= 0, 1 <= k <= V < 2^31 and a temperature");
         return NULL;
     }
     int rc;

@@ -118,7 +118,9 @@ def labels_and_scores(
         if t == 1.0:
             entropy = -(p * logp).sum(-1)  # (B, L); einsum takes a batched matmul here, 3-4x slower on CPU
             loss = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
-            scores = _scores_from(loss, top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy, hidden)
+            scores = _scores_from(*(a.double().cpu().numpy() for a in (loss, entropy)),
+                                  *(a.cpu().numpy() for a in (top_ids[..., : min(SALT_DS_TOPK, V)], targets)),
+                                  _embedding(hidden))
         done = 0
         for k in ks:  # ascending: the top-k sets are nested, so p is zeroed a slice at a time
             p.scatter_(-1, top_ids[..., done:k], 0.0)
@@ -135,62 +137,69 @@ LOG_FLOAT32_TINY = float(np.log(np.finfo(np.float32).tiny))
 def _from_row_stats(
     logits: torch.Tensor, targets: torch.Tensor, hidden: torch.Tensor, label_params: list[tuple[int, float]]
 ) -> tuple[dict[str, np.ndarray], dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-    """``labels_and_scores`` from the C extension's row statistics (float64 on (N, K) figures from here on)."""
+    """``labels_and_scores`` from the C extension's row statistics.
+
+    From here on the figures are (N, K) at most: numpy, not torch, whose element-wise operations on this
+    size wake its thread pool each time (tens of microseconds per operation).
+    """
     B, L, V = logits.shape
     x = logits.reshape(B * L, V)  # (N, V)
     temps = sorted({t for _, t in label_params} | {1.0})
     K = max([k for k, _ in label_params] + [min(SALT_DS_TOPK, V)])
     st = postproc.row_stats(x, K, temps)
-    m = st.max.double()  # (N,)
-    log_s = st.sum.log()  # (N, n_t)
+    top_val, top_idx = st.top_val.numpy(), st.top_idx.numpy()  # (N, K) each
+    m, sums, tails = st.max.numpy().astype(np.float64), st.sum.numpy(), st.tail.numpy()  # (N,), (N, n_t) x 2
+    log_s = np.log(sums)  # (N, n_t)
     one = temps.index(1.0)
-    loss = m + log_s[:, one] - x.gather(-1, targets.reshape(-1, 1)).squeeze(-1).double()  # (N,) lse - target
-    entropy = log_s[:, one] - st.dot / st.sum[:, one]  # (N,)
-    top_ids = st.top_idx.view(B, L, K)
-    scores = _scores_from(loss.view(B, L), top_ids[..., : min(SALT_DS_TOPK, V)], targets, entropy.view(B, L), hidden)
+    tgt = targets.reshape(-1).cpu().numpy()  # (N,)
+    loss = m + log_s[:, one] - x.numpy()[np.arange(B * L), tgt]  # (N,) log-sum-exp minus the target's logit
+    entropy = log_s[:, one] - st.dot.numpy() / sums[:, one]  # (N,)
+    top10 = top_idx[:, : min(SALT_DS_TOPK, V)].reshape(B, L, -1)
+    scores = _scores_from(loss.reshape(B, L), entropy.reshape(B, L), top10, tgt.reshape(B, L), _embedding(hidden))
     labels = {}
     for k, t in label_params:
         j = temps.index(t)
-        z = (st.top_val.double() - m[:, None]) / t  # (N, K) log of each top term of the sum
-        lp = (z[:, :k] - log_s[:, j, None]).float().clamp_min(TAIL_FLOOR)  # (N, k)
+        z = (top_val - m[:, None]) / t  # (N, K) float64: the log of each top term of the sum
+        lp = np.maximum(z[:, :k] - log_s[:, j, None], TAIL_FLOOR).astype(np.float32)  # (N, k)
+        tail = np.full(B * L, TAIL_FLOOR, dtype=np.float32)
         if k < V:  # the ids ranked k..K-1 are outside this top-k too
-            tail = (st.tail[:, j] + z[:, k:].exp().sum(-1)).log() - log_s[:, j]  # (N,)
-            tail = tail.masked_fill(tail < LOG_FLOAT32_TINY, TAIL_FLOOR).float()
-        else:
-            tail = torch.full((B * L,), TAIL_FLOOR)
-        labels[(k, t)] = (top_ids[..., :k], lp.view(B, L, k), tail.view(B, L))
+            with np.errstate(divide="ignore"):
+                t_lp = np.log(tails[:, j] + np.exp(z[:, k:]).sum(-1)) - log_s[:, j]  # (N,)
+            tail = np.where(t_lp < LOG_FLOAT32_TINY, TAIL_FLOOR, t_lp).astype(np.float32)
+        labels[(k, t)] = (torch.from_numpy(top_idx[:, :k].reshape(B, L, k)), torch.from_numpy(lp.reshape(B, L, k)),
+                          torch.from_numpy(tail.reshape(B, L)))
     return scores, labels
 
 
-def _scores_from(
-    loss: torch.Tensor, top10: torch.Tensor, targets: torch.Tensor, entropy: torch.Tensor, hidden: torch.Tensor
-) -> dict[str, np.ndarray]:
-    """Scores from per-position losses (B, L), the top-10 ids (B, L, 10) and entropies (B, L)."""
+def _embedding(hidden: torch.Tensor) -> np.ndarray:
+    """(B, C) float16 mean of the hidden states over each window's positions."""
+    return hidden.float().mean(1).to(torch.float16).cpu().numpy()
+
+
+def _scores_from(loss: np.ndarray, entropy: np.ndarray, top10: np.ndarray, targets: np.ndarray,
+                 embedding: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores from per-position losses and entropies (B, L) float64, the top-10 ids (B, L, 10) and targets (B, L)."""
     B, L = loss.shape
-    in_top10 = (top10 == targets.unsqueeze(-1)).any(-1)  # (B, L)
-    top1 = (top10[..., 0] == targets).float()  # (B, L)
+    in_top10 = (top10 == targets[..., None]).any(-1)  # (B, L)
     return {
         "n_tokens": np.full(B, L, dtype=np.int64),
-        "mean_loss": loss.double().mean(-1).cpu().numpy(),
-        "median_loss": _masked_median(loss, torch.ones_like(in_top10)).cpu().numpy(),
-        "top1_acc": top1.double().mean(-1).cpu().numpy(),
-        "mean_entropy": entropy.double().mean(-1).cpu().numpy(),
-        "salt_ds": _masked_median(loss, in_top10).cpu().numpy(),
-        "embedding": hidden.float().mean(1).to(torch.float16).cpu().numpy(),
+        "mean_loss": loss.mean(-1),
+        "median_loss": _masked_median(loss, np.ones_like(in_top10)),
+        "top1_acc": (top10[..., 0] == targets).mean(-1),
+        "mean_entropy": entropy.mean(-1),
+        "salt_ds": _masked_median(loss, in_top10),
+        "embedding": embedding,
     }
 
 
-def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Median (mean of the two middle values when even) of each row over masked entries; NaN if none.
 
     values, mask: (B, L). Returns (B,) float64.
     """
-    v = values.double().masked_fill(~mask, float("inf"))
-    s = v.sort(dim=-1).values  # (B, L); masked-out entries last
+    s = np.sort(np.where(mask, values, np.inf), axis=-1)  # (B, L); masked-out entries last
     n = mask.sum(-1)  # (B,)
-    lo = ((n - 1).clamp_min(0) // 2).unsqueeze(-1)
-    hi = (n // 2).clamp_max(values.shape[-1] - 1).unsqueeze(-1)
-    med = (s.gather(-1, lo) + s.gather(-1, hi)).squeeze(-1) / 2
-    return med.masked_fill(n == 0, float("nan"))
-
-
+    lo = (np.maximum(n - 1, 0) // 2)[:, None]
+    hi = np.minimum(n // 2, values.shape[-1] - 1)[:, None]
+    med = (np.take_along_axis(s, lo, -1) + np.take_along_axis(s, hi, -1))[:, 0] / 2
+    return np.where(n == 0, np.nan, med)

@@ -110,3 +110,14 @@ def test_a_tail_under_the_smallest_normal_is_the_floor() -> None:
     assert tail[0, 0].item() == TAIL_FLOOR
     assert tail[0, 1].item() == pytest.approx(np.log(28) - 20 - np.log(4), abs=1e-4)
     torch.testing.assert_close(lp[0, 0], torch.full((4,), -float(np.log(4))))
+
+
+def test_rows_of_equal_logits_keep_the_first_ids() -> None:
+    # Every logit a candidate: more than the rank-counting bound, so quickselect and insertion sort run.
+    x = torch.zeros(3, 4096)
+    x[1] = 2.0
+    x[2, 100:] = -1.0
+    st = postproc.row_stats(x, 32, [1.0])
+    assert torch.equal(st.top_idx, torch.arange(32).expand(3, 32))
+    expected = torch.tensor([4064.0, 4064.0, 68 + 3996 * np.exp(-1.0)], dtype=torch.float64)
+    torch.testing.assert_close(st.tail[:, 0], expected, rtol=1e-5, atol=0)  # float32 sums in 16 lanes
