@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from selector_service.cache.slm import SLMRunner, Work  # noqa: E402
+from shared import postproc  # noqa: E402
 from shared.checkpoint import save_model  # noqa: E402
 from shared.client import AsyncSelectorClient, SelectorClient  # noqa: E402
 from shared.corpus import CorpusSpec  # noqa: E402
@@ -195,7 +196,8 @@ def main() -> None:
         model = f"Hugging Face {args.hf}, width {args.hf_width}, {args.hf_layers} layers" if hf else args.preset
         print(f"checkpoint: {model}, vocab {args.vocab}, seq_len {args.seq_len}, "
               f"{n} windows ({args.clients} clients x {args.requests} requests x {args.batch} windows), k={args.k}, "
-              f"torch threads {torch.get_num_threads()}")
+              f"torch threads {torch.get_num_threads()}, CPU post-processing: "
+              f"{'C extension' if postproc.available() else 'torch (shared._postproc not built)'}")
 
         # In-process and service runs alternate --repeats times and the best of each is kept, so load from
         # other processes on a shared machine hits both alike. The baseline is the in-process SLM runner's best
