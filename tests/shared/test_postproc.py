@@ -80,14 +80,16 @@ def test_bad_arguments_are_refused() -> None:
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_both_paths_equal_the_references(native: bool, two_threads) -> None:
+@pytest.mark.parametrize(("V", "params"), [
+    (1003, [(4, 1.0), (32, 1.0), (8, 0.5), (64, 2.0)]),  # V not a multiple of the C path's block count
+    (40, [(4, 1.0), (16, 1.0), (40, 1.0), (8, 0.5)]),  # k = V: no tail
+])
+def test_both_paths_equal_the_references(native: bool, V: int, params: list[tuple[int, float]], two_threads) -> None:
     torch.manual_seed(1)
-    V = 1003  # not a multiple of the C path's block count
     logits = torch.rand(4, 40, V).argsort(-1).float() * (8 / V) - 4  # distinct in each row: one top-k order
     targets = torch.randint(0, V, (4, 40))
     targets[0, :5] = logits[0, :5].argmax(-1)  # some top-1 hits
     hidden = torch.randn(4, 40, 6)
-    params = [(4, 1.0), (32, 1.0), (8, 0.5), (64, 2.0)]
     scores, labels = labels_and_scores(logits, targets, hidden, params, native=native)
     ref = window_scores(logits, targets, hidden)
     for name in ref:

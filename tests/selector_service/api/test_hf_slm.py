@@ -69,10 +69,14 @@ def test_labels_and_scores_equal_transformers_over_the_tokenizer_ids(
 ) -> None:
     x, y = torch.from_numpy(windows[:, :-1]), torch.from_numpy(windows[:, 1:])
     logits = transformers_logits(hf_slm, x, tiny_dataset.vocab_size)  # (B, L, V): padding rows cut
-    ids, lp, tail = topk_soft_labels(logits, 16, 2.0)
+    _, lp, tail = topk_soft_labels(logits, 16, 2.0)
     sc = SelectorClient("http://testserver", http_client=hf_client)
     got = sc.soft_labels(windows, k=16, temperature=2.0)
-    assert torch.equal(got.ids, ids) and int(got.ids.max()) < tiny_dataset.vocab_size
+    assert int(got.ids.max()) < tiny_dataset.vocab_size
+    # The served ids in the reference's order, up to log-probs that tie once rounded (random-init logits differ
+    # by a few ulps; the service ranks the logits themselves): each served id has the reference's log-prob of
+    # its rank.
+    torch.testing.assert_close(torch.log_softmax(logits / 2.0, -1).gather(-1, got.ids), lp)
     torch.testing.assert_close(got.logprobs, lp, atol=1e-2, rtol=1e-3)
     torch.testing.assert_close(got.tail, tail, atol=1e-2, rtol=1e-3)
     ref = window_scores(logits, y, _hidden(hf_slm, x))
