@@ -10,6 +10,7 @@ preset, or with ``--hf`` a Llama-architecture Hugging Face model folder --, star
     labels + scores computed by the service's SLM runner, best of two batch sizes and of the main thread
     and a worker thread); with ``--hf`` also / the bare ``transformers`` forward (``model(input_ids).logits``,
     loaded with ``AutoModelForCausalLM``) on the same windows;
+  - the runner / the bare forward (logits only, the best of every batch size, thread and repeat);
   - cache-hit windows/s (labels asked by hash, as the trainer asks) / compute windows/s;
   - bytes per token stored (cache blobs) and on the wire (JSON vs binary), and decode time of each;
   - p50/p99 request latency, computing and from the cache.
@@ -208,13 +209,17 @@ def main() -> None:
         thread_runs: dict[int, tuple[float, float]] = {}
         colds = []
         requests = [windows[i : i + args.batch] for i in range(0, n, args.batch)]
+        bares: list[float] = []  # every in-process run's bare forward: the runner is held to the best of them
         for rep in range(args.repeats):
             for b in sizes:
-                main_runs[b] = max(main_runs.get(b, (0.0, 0.0)), in_process(ckpt, windows, b, args.k))
+                run = in_process(ckpt, windows, b, args.k)
+                main_runs[b] = max(main_runs.get(b, (0.0, 0.0)), run)
+                bares.append(run[1])
             with ThreadPoolExecutor(1) as ex:
                 for b in sizes:
                     run = ex.submit(in_process, ckpt, windows, b, args.k).result()
                     thread_runs[b] = max(thread_runs.get(b, (0.0, 0.0)), run)
+                    bares.append(run[1])
             db = f"sqlite:///{work / f'cache{rep}.sqlite'}"
             proc, base = start_service(ckpt, db)
             try:
@@ -237,7 +242,8 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
         main_best, thread_best = max(main_runs.values()), max(thread_runs.values())
-        inproc, bare = max(main_best, thread_best)
+        inproc = max(main_best, thread_best)[0]
+        bare = max(bares)
         cold, cold_s, cold_lat, client_cpu, service_cpu, fwd_s = max(colds, key=lambda c: c[0])
         busy = fwd_s / cold_s
 
@@ -267,13 +273,12 @@ def main() -> None:
     req_tokens = args.batch * args.seq_len
 
     hot = n / hot_s
-    print(f"in-process (SLM runner: forward + labels + scores): {inproc:9.1f} windows/s   (bare forward {bare:.1f}; "
-          f"main thread {main_best[0]:.1f}, worker thread {thread_best[0]:.1f})")
+    print(f"in-process (SLM runner: forward + labels + scores): {inproc:9.1f} windows/s   "
+          f"(main thread {main_best[0]:.1f}, worker thread {thread_best[0]:.1f})")
+    print(f"in-process bare forward (logits only; best batch size, thread and repeat): {bare:9.1f} windows/s   "
+          f"ratio runner/bare = {inproc / bare:.2f} (goal >= 0.8)")
     if hf:
-        bare_best = max(max(main_runs.values(), key=lambda r: r[1])[1], max(thread_runs.values(),
-                                                                             key=lambda r: r[1])[1])
-        print(f"in-process transformers forward (logits only):   {bare_best:9.1f} windows/s   "
-              f"ratio service/transformers = {cold / bare_best:.2f} (goal >= 0.9)")
+        print(f"  (the bare forward is transformers' own) ratio service/transformers = {cold / bare:.2f} (goal >= 0.9)")
     print("  in-process by batch size (windows/s, main/worker thread): " + ", ".join(
         f"{b}: {main_runs[b][0]:.1f}/{thread_runs[b][0]:.1f}" for b in sizes))
     print(f"service, cold cache, {args.clients} clients:         {cold:9.1f} windows/s   "
