@@ -168,6 +168,18 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds each thread of a process has used so far, by thread id (Linux)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        out[tid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     return 1e3 * float(np.percentile(values, q))
 
@@ -223,12 +235,13 @@ def main() -> None:
             db = f"sqlite:///{work / f'cache{rep}.sqlite'}"
             proc, base = start_service(ckpt, db)
             try:
-                cpu0, svc0 = time.process_time(), proc_cpu(proc.pid)
+                cpu0, svc0, thr0 = time.process_time(), proc_cpu(proc.pid), thread_cpu(proc.pid)
                 cold_s, cold_lat = asyncio.run(hammer(base, requests, args.clients, args.k))
                 client_cpu, service_cpu = time.process_time() - cpu0, proc_cpu(proc.pid) - svc0
+                threads = sorted((v - thr0.get(t, 0.0) for t, v in thread_cpu(proc.pid).items()), reverse=True)
                 with SelectorClient(base) as c:
                     fwd_s = c.metrics()["salt_forward_seconds_sum"]
-                colds.append((n / cold_s, cold_s, cold_lat, client_cpu, service_cpu, fwd_s))
+                colds.append((n / cold_s, cold_s, cold_lat, client_cpu, service_cpu, fwd_s, threads))
                 if rep < args.repeats - 1:
                     continue
                 hot_s, hot_lat = asyncio.run(hammer(base, requests, args.clients, args.k, by_hash=True))
@@ -244,7 +257,7 @@ def main() -> None:
         main_best, thread_best = max(main_runs.values()), max(thread_runs.values())
         inproc = max(main_best, thread_best)[0]
         bare = max(bares)
-        cold, cold_s, cold_lat, client_cpu, service_cpu, fwd_s = max(colds, key=lambda c: c[0])
+        cold, cold_s, cold_lat, client_cpu, service_cpu, fwd_s, threads = max(colds, key=lambda c: c[0])
         busy = fwd_s / cold_s
 
         engine = sa.create_engine(db)
@@ -286,7 +299,8 @@ def main() -> None:
           f"of the time, {n / fwd_s:.1f} windows/s while busy")
     print("  service runs (windows/s): " + ", ".join(f"{c[0]:.1f}" for c in colds))
     print(f"  CPU during the cold run: service {service_cpu:.1f} s, clients {client_cpu:.1f} s, "
-          f"wall {cold_s:.1f} s on {os.cpu_count()} CPUs")
+          f"wall {cold_s:.1f} s on {os.cpu_count()} CPUs; the service's busiest threads (the forward thread and "
+          f"its OpenMP partner first): {', '.join(f'{t:.2f}' for t in threads[:4])} s")
     print(f"service, all cache hits (by hash):       {hot:9.1f} windows/s   ratio hit/compute = {hot / cold:.1f} "
           "(goal >= 20)")
     print(f"latency compute: p50 {pct(cold_lat, 50):.1f} ms  p99 {pct(cold_lat, 99):.1f} ms   "
