@@ -110,8 +110,8 @@ class SLMRunner:
                 hidden = whole[chunk] if whole is not None else self.model.hidden(x[chunk])  # (b, L, C)
                 logits = self.model.head(hidden).float()  # (b, L, V)
                 scores, computed = labels_and_scores(logits, y[chunk], hidden, wanted)
-                labels = {
-                    p: (ids.cpu().numpy(), lp.cpu().to(torch.float16).numpy(), tail.cpu().to(torch.float16).numpy())
+                labels = {  # float16 by numpy: a torch cast of this size would wake its thread pool
+                    p: (ids.cpu().numpy(), lp.cpu().numpy().astype(np.float16), tail.cpu().numpy().astype(np.float16))
                     for p, (ids, lp, tail) in computed.items()
                 }
                 sampled = self._sampled(logits, [works[i] for i in idx[chunk]])
