@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     head_chunk_tokens: int = Field(1024, ge=1)
     """Tokens per chunk of the output layer's full-vocabulary work, and on the CPU of the whole forward (small
     chunks stay in the CPU cache)."""
+    cpu_postprocessing: Literal["auto", "c", "torch"] = "auto"
+    """How logits on the CPU become labels and scores: ``c`` the C extension (start-up fails if it is not
+    built), ``torch`` torch operations (several times slower), ``auto`` the extension when built. On an
+    accelerator torch does it whatever this says."""
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     """Longest a computed request waits for others to join its forward pass."""
     retry_after_s: int = Field(2, ge=1, le=3600)

@@ -38,6 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         slm = await loop.run_in_executor(forward, partial(
             SLMRunner, str(confined_model_path(settings)), device=settings.device, precision=settings.precision,
             threads=settings.torch_threads, head_chunk_tokens=settings.head_chunk_tokens,
+            cpu_postprocessing=settings.cpu_postprocessing,
         ))
         if settings.warmup:
             await loop.run_in_executor(forward, slm.warmup)

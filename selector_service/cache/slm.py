@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from shared import postproc
 from shared.device import native_bf16, resolve_device
 from shared.errors import SaltError
 from shared.labels import labels_and_scores
@@ -57,6 +58,21 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+def native_postprocessing(setting: str, device: torch.device) -> bool:
+    """Whether the C extension turns logits into labels and scores (``SALT_CPU_POSTPROCESSING``)."""
+    if setting not in ("auto", "c", "torch"):
+        raise SaltError(f"unknown CPU post-processing {setting!r}", "use auto, c or torch")
+    if device.type != "cpu" or setting == "torch":
+        return False
+    if setting == "c" and not postproc.available():
+        raise SaltError("SALT_CPU_POSTPROCESSING=c but the C extension shared._postproc is not built",
+                        "reinstall the package with a C compiler present, or set SALT_CPU_POSTPROCESSING=torch")
+    if not postproc.available():
+        log.warning("the C extension shared._postproc is not built: labels and scores by torch, several times "
+                    "slower on the CPU (reinstall the package with a C compiler present)")
+    return postproc.available()
+
+
 class SLMRunner:
     """An SLM ready for inference (a checkpoint written here or a Hugging Face causal LM): its facts
     (fingerprint, kind, vocabulary, context, tokenizer) and ``run``, which computes work items in shared
@@ -64,11 +80,13 @@ class SLMRunner:
     computed."""
 
     def __init__(self, model_path: str, *, device: str = "auto", precision: str = "fp32", threads: int = 0,
-                 head_chunk_tokens: int = 1024) -> None:
+                 head_chunk_tokens: int = 1024, cpu_postprocessing: str = "auto") -> None:
         self.head_chunk_tokens = head_chunk_tokens
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device, fix="set SALT_DEVICE=cpu")
+        self.native = native_postprocessing(cpu_postprocessing, self.device)
+        """Whether labels and scores come from the C extension (``shared.postproc``)."""
         self.dtype = check_precision(precision, self.device)
         self.precision = precision
         lm = load_lm(model_path, device=self.device, dtype=self.dtype)
@@ -109,7 +127,7 @@ class SLMRunner:
                 chunk = slice(start, start + rows)
                 hidden = whole[chunk] if whole is not None else self.model.hidden(x[chunk])  # (b, L, C)
                 logits = self.model.head(hidden).float()  # (b, L, V)
-                scores, computed = labels_and_scores(logits, y[chunk], hidden, wanted)
+                scores, computed = labels_and_scores(logits, y[chunk], hidden, wanted, native=self.native)
                 labels = {  # float16 by numpy: a torch cast of this size would wake its thread pool
                     p: (ids.cpu().numpy(), lp.cpu().numpy().astype(np.float16), tail.cpu().numpy().astype(np.float16))
                     for p, (ids, lp, tail) in computed.items()

@@ -1,4 +1,5 @@
-"""Dynamic batching: concurrent requests share forward passes of bounded size; precision is checked."""
+"""Dynamic batching: concurrent requests share forward passes of bounded size; precision and the CPU
+post-processing setting are checked."""
 
 from __future__ import annotations
 
@@ -103,3 +104,39 @@ def test_slm_is_loaded_warmed_up_and_run_on_one_thread(
     threads = seen["init"] | seen["warmup"] | seen["run"]
     assert len(threads) == 1 and all(seen.values()), seen
     assert threads.pop().startswith("salt-forward")
+
+
+def test_cpu_postprocessing_by_torch_gives_the_c_extensions_answers(
+    tiny_checkpoint: Path, sqlite_url: str, tmp_path: Path, windows: np.ndarray
+) -> None:
+    body = {"windows": windows.tolist(), "k": 8}
+    answers = {}
+    for how in ("c", "torch"):
+        with make_client(tiny_checkpoint, f"sqlite:///{tmp_path / how}.sqlite", cpu_postprocessing=how) as c:
+            answers[how] = (c.post("/v1/soft-labels", json=body).json()["windows"],
+                            c.post("/v1/scores", json={"windows": body["windows"]}).json()["windows"])
+    (c_labels, c_scores), (t_labels, t_scores) = answers["c"], answers["torch"]
+    checked = 0
+    for a, b in zip(c_labels, t_labels, strict=True):
+        np.testing.assert_allclose(a["logprobs"], b["logprobs"], atol=2e-3)  # float16 on the wire
+        np.testing.assert_allclose(a["tail"], b["tail"], atol=2e-3)
+        for ids_a, ids_b, lp in zip(a["ids"], b["ids"], a["logprobs"], strict=True):
+            # Ids whose log-prob is clearly apart from both neighbours' (the last one's right neighbour is
+            # the first left out): the order of (nearly) tied ones may differ between the paths.
+            apart = np.diff(lp) < -1e-3
+            certain = np.r_[True, apart] & np.r_[apart, False]
+            checked += int(certain.sum())
+            assert np.array_equal(np.asarray(ids_a)[certain], np.asarray(ids_b)[certain])
+    assert checked > len(windows) * 32 * 4  # most of the 8 ids of each position
+    for a, b in zip(c_scores, t_scores, strict=True):
+        assert abs(a["mean_loss"] - b["mean_loss"]) < 1e-5 and a["salt_ds"] == pytest.approx(b["salt_ds"], abs=1e-5)
+
+
+def test_c_postprocessing_asked_for_but_not_built_is_refused(
+    tiny_checkpoint: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slm_mod.postproc, "available", lambda: False)
+    with pytest.raises(SaltError, match="not built"), make_client(tiny_checkpoint, sqlite_url, cpu_postprocessing="c"):
+        pass
+    with make_client(tiny_checkpoint, sqlite_url) as c:  # auto: torch, with a warning in the log
+        assert c.post("/v1/scores", json={"windows": [list(range(33))]}).status_code == 200
