@@ -162,21 +162,25 @@ async def hammer(base: str, requests: list[np.ndarray], clients: int, k: int,
     return time.perf_counter() - t0, latencies
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def stat_cpu(stat: Path) -> float:
+    """CPU seconds (user + system) of a /proc ``stat`` file: a process's or one of its threads' (Linux)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds a process has used so far."""
+    return stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds each thread of a process has used so far, by thread id (Linux)."""
+    """CPU seconds each thread of a process has used so far, by thread id."""
     out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[task.name] = stat_cpu(task / "stat")
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        out[tid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return out
 
 

@@ -118,9 +118,9 @@ def labels_and_scores(
         if t == 1.0:
             entropy = -(p * logp).sum(-1)  # (B, L); einsum takes a batched matmul here, 3-4x slower on CPU
             loss = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L)
-            scores = _scores_from(*(a.double().cpu().numpy() for a in (loss, entropy)),
-                                  *(a.cpu().numpy() for a in (top_ids[..., : min(SALT_DS_TOPK, V)], targets)),
-                                  _embedding(hidden))
+            top10 = top_ids[..., : min(SALT_DS_TOPK, V)]
+            scores = _scores_from(loss.double().cpu().numpy(), entropy.double().cpu().numpy(),
+                                  top10.cpu().numpy(), targets.cpu().numpy(), _embedding(hidden))
         done = 0
         for k in ks:  # ascending: the top-k sets are nested, so p is zeroed a slice at a time
             p.scatter_(-1, top_ids[..., done:k], 0.0)

@@ -64,13 +64,14 @@ def native_postprocessing(setting: str, device: torch.device) -> bool:
         raise SaltError(f"unknown CPU post-processing {setting!r}", "use auto, c or torch")
     if device.type != "cpu" or setting == "torch":
         return False
-    if setting == "c" and not postproc.available():
+    if postproc.available():
+        return True
+    if setting == "c":
         raise SaltError("SALT_CPU_POSTPROCESSING=c but the C extension shared._postproc is not built",
                         "reinstall the package with a C compiler present, or set SALT_CPU_POSTPROCESSING=torch")
-    if not postproc.available():
-        log.warning("the C extension shared._postproc is not built: labels and scores by torch, several times "
-                    "slower on the CPU (reinstall the package with a C compiler present)")
-    return postproc.available()
+    log.warning("the C extension shared._postproc is not built: labels and scores by torch, several times "
+                "slower on the CPU (reinstall the package with a C compiler present)")
+    return False
 
 
 class SLMRunner:
