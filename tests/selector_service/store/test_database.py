@@ -24,6 +24,25 @@ def test_inserts_are_idempotent(db_url: str) -> None:
     database.dispose()
 
 
+def test_plain_sql_lookups_find_what_the_compiled_statement_finds(db_url: str) -> None:
+    database = Database(db_url, init_schema)
+    rows = [Row(f"h{i}", p, f"{p}{i}".encode(), checksum(f"{p}{i}".encode()))
+            for i in range(7) for p in ("scores", "labels:k=8:t=1.0", "sample:n=16:t=1.0")]
+    put_rows(database=database, model="m", rows=rows)
+    put_rows(database=database, model="other", rows=[Row("h1", "scores", b"o", checksum(b"o"))])
+    quote = "h' OR '1'='1"  # a value is a bound parameter, never SQL
+    for params in (["scores"], ["scores", "labels:k=8:t=1.0"], ["nope"]):
+        for hashes in (["h0", "h3", "h3", "h6", "missing", quote], [f"h{i}" for i in range(7)], []):
+            plain = get_rows(database=database, model="m", params=params, hashes=hashes)
+            assert plain == get_rows(database=database, model="m", params=params, hashes=hashes, compiled=True)
+            assert sorted(plain) == sorted((h, p) for h in set(hashes) for p in params
+                                           if (h, p) in {(r.window_hash, r.params) for r in rows})
+            assert all(row.blob == f"{p}{h[1:]}".encode() for (h, p), row in plain.items())
+    many = [f"x{i}" for i in range(1200)] + ["h2"]  # more keys than one statement takes
+    assert list(get_rows(database=database, model="m", params=["scores"], hashes=many)) == [("h2", "scores")]
+    database.dispose()
+
+
 def test_an_unreachable_database_is_unavailable_never_a_crash() -> None:
     database = Database("postgresql+psycopg://postgres@127.0.0.1:1/test", init_schema)  # nothing listens on 1
     for use in (database.ensure_ready, database.ping, database.connect, database.transaction):
