@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-import zstandard
 
+from shared.blobs import zstd
 from shared.blobs.labels import BlobError, checksum, open_blob
 from shared.labels import WindowScore
 
@@ -28,7 +28,7 @@ def pack_scores(row: dict[str, float], embedding: np.ndarray) -> bytes:
         _SCORE_MAGIC, emb.size, row["n_tokens"], row["mean_loss"], row["median_loss"], row["top1_acc"],
         row["mean_entropy"], row["salt_ds"],
     )
-    return zstandard.ZstdCompressor(level=3).compress(header + emb.tobytes())
+    return zstd.compress(header + emb.tobytes())
 
 
 def unpack_scores(blob: bytes, expected_checksum: str, window_hash: str) -> WindowScore:
@@ -47,26 +47,26 @@ def unpack_scores(blob: bytes, expected_checksum: str, window_hash: str) -> Wind
 def pack_tokens(window: np.ndarray) -> bytes:
     """A pool window's (L + 1,) ids as uint16 (uint32 where an id needs it), zstd-compressed."""
     dt = np.dtype("<u2") if int(window.max(initial=0)) < 1 << 16 else np.dtype("<u4")
-    return bytes([dt.itemsize]) + zstandard.ZstdCompressor(level=3).compress(window.astype(dt).tobytes())
+    return bytes([dt.itemsize]) + zstd.compress(window.astype(dt).tobytes())
 
 
 def unpack_tokens(blob: bytes) -> np.ndarray:
     """Inverse of ``pack_tokens``: (L + 1,) int64 ids."""
     dt = np.dtype("<u2") if blob[0] == 2 else np.dtype("<u4")
-    return np.frombuffer(zstandard.ZstdDecompressor().decompress(blob[1:]), dt).astype(np.int64)
+    return np.frombuffer(zstd.decompress(blob[1:]), dt).astype(np.int64)
 
 
 def pack_selection(indices: np.ndarray, hashes: list[str]) -> bytes:
     """A selection's (N,) pool indices and N window hashes (hex of 16 bytes) as one compressed blob."""
     raw = np.asarray(indices, dtype="<u4").tobytes() + b"".join(bytes.fromhex(h) for h in hashes)
-    return zstandard.ZstdCompressor(level=3).compress(raw)
+    return zstd.compress(raw)
 
 
 def unpack_selection(blob: bytes, expected_checksum: str, count: int) -> tuple[list[int], list[str]]:
     """Inverse of ``pack_selection`` after checking the checksum and the length; raises BlobError."""
     if checksum(blob) != expected_checksum:
         raise BlobError("selection blob checksum mismatch")
-    raw = zstandard.ZstdDecompressor().decompress(blob)
+    raw = zstd.decompress(blob)
     if len(raw) != 20 * count:
         raise BlobError("selection blob has the wrong length")
     indices = np.frombuffer(raw[: 4 * count], "<u4").tolist()

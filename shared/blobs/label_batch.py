@@ -12,12 +12,12 @@ Sampled-label blobs (a handful of ids per position) are decoded one by one and p
 from __future__ import annotations
 
 import struct
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import zstandard
 
+from shared.blobs import zstd
 from shared.blobs.bitpack import packed_size, unpack_rows
 from shared.blobs.labels import (
     _BYTES,
@@ -32,8 +32,6 @@ from shared.blobs.labels import (
     checksum,
     unpack_sampled,
 )
-
-_local = threading.local()  # a zstd context per thread: creating one costs more than decompressing a blob
 
 
 @dataclass
@@ -59,7 +57,7 @@ def unpack_label_batch(blobs: list[bytes], checksums: list[str], k: int) -> tupl
     A blob that fails its checksum, does not decompress or is not a ``k``-wide label blob is left out
     of the batch and its index returned, so the caller can recompute it.
     """
-    dctx = getattr(_local, "dctx", None) or _new_dctx()
+    dctx = zstd.decompressor()
     raws: list[bytes] = []
     layouts: list[_Layout] = []
     bad: list[int] = []
@@ -114,11 +112,6 @@ def _layout_of(raw: bytes, k: int) -> _Layout:
     if len(raw) != layout.length:
         raise BlobError("soft-label blob has the wrong length")
     return layout
-
-
-def _new_dctx() -> zstandard.ZstdDecompressor:
-    _local.dctx = zstandard.ZstdDecompressor()
-    return _local.dctx
 
 
 def _assemble(raws: list[bytes], layouts: list[_Layout], k: int) -> LabelBatch:

@@ -18,6 +18,7 @@ import struct
 import numpy as np
 import zstandard
 
+from shared.blobs import zstd
 from shared.blobs.bitpack import id_bits, pack_bits, packed_size, unpack_bits
 
 _V1_MAGIC = b"SLB1"
@@ -78,8 +79,7 @@ def pack_sampled(ids: np.ndarray, counts: np.ndarray, draws: int, vocab_size: in
 
 def _smaller(raw_of) -> bytes:  # type: ignore[no-untyped-def]
     """The smaller compressed blob of the two id codings (packed bits win a tie)."""
-    z = zstandard.ZstdCompressor(level=3)
-    return min((z.compress(raw_of(coding)) for coding in (_PACKED, _BYTES)), key=len)
+    return min((zstd.compress(raw_of(coding)) for coding in (_PACKED, _BYTES)), key=len)
 
 
 def _code_ids(ids: np.ndarray, bits: int, coding: int) -> bytes:
@@ -201,6 +201,6 @@ def open_blob(blob: bytes, expected_checksum: str) -> bytes:
     if checksum(blob) != expected_checksum:
         raise BlobError("checksum mismatch")
     try:
-        return zstandard.ZstdDecompressor().decompress(blob)
+        return zstd.decompress(blob)
     except zstandard.ZstdError as e:
         raise BlobError(f"cannot decompress blob: {e}") from e
