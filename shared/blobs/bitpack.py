@@ -11,10 +11,25 @@ def id_bits(vocab_size: int) -> int:
 
 
 def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Each value's low ``bits`` bits, least significant first, end to end; the last byte zero-padded."""
-    a = np.ascontiguousarray(values, dtype="<u4").reshape(-1)
-    planes = np.unpackbits(a.view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")[:, :bits]  # (n, bits)
-    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+    """Each value's low ``bits`` bits, least significant first, end to end; the last byte zero-padded.
+
+    As ``unpack_rows`` reads them: eight values fill exactly ``bits`` bytes, so value j of every group of
+    eight lands at the same bit of its group; each group is built in 64-bit words (value j shifted into
+    its word, its high bits carried into the next), eight whole-array steps whatever n is.
+    """
+    a = np.ascontiguousarray(values).reshape(-1).astype(np.uint64)
+    n = a.size
+    groups = -(-n // 8)
+    v = np.zeros(groups * 8, np.uint64)
+    v[:n] = a & np.uint64((1 << bits) - 1)
+    v = v.reshape(groups, 8)
+    words = np.zeros((groups, bits // 8 + 2), "<u8")  # 8 * bits bits, and a word to spare
+    for j in range(8):
+        w, shift = divmod(j * bits, 64)
+        words[:, w] |= v[:, j] << np.uint64(shift)
+        if shift + bits > 64:
+            words[:, w + 1] |= v[:, j] >> np.uint64(64 - shift)
+    return words.view(np.uint8)[:, :bits].tobytes()[: packed_size(n, bits)]
 
 
 def packed_size(n: int, bits: int) -> int:

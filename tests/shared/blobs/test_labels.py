@@ -76,6 +76,28 @@ def test_ids_take_the_fewest_bits() -> None:
     np.testing.assert_array_equal(unpack_labels(blob, checksum(blob))[0], ids)
 
 
+def reference_pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """The packing spelled out bit by bit: bit b of value i is bit i * bits + b of the stream."""
+    out = bytearray((len(values) * bits + 7) // 8)
+    for i, v in enumerate(int(x) for x in values):
+        for b in range(bits):
+            if v >> b & 1:
+                pos = i * bits + b
+                out[pos // 8] |= 1 << (pos % 8)
+    return bytes(out)
+
+
+def test_packed_ids_match_the_bit_by_bit_reference() -> None:
+    rng = np.random.default_rng(4)
+    for bits in (1, 2, 7, 8, 9, 12, 13, 16, 17, 24, 25, 31, 32):
+        for n in (0, 1, 3, 8, 9, 64, 203):
+            values = rng.integers(0, 1 << bits, n, dtype=np.int64)
+            assert pack_bits(values, bits) == reference_pack_bits(values, bits), (bits, n)
+            assert pack_bits(values.astype(np.uint32), bits) == pack_bits(values, bits)  # any integer dtype
+    high = np.array([5 + (1 << 13), 3 + (7 << 20)])  # bits above the width are dropped
+    assert pack_bits(high, 13) == reference_pack_bits(np.array([5, 3]), 13)
+
+
 def test_rows_of_packed_ids_unpack_at_once_for_every_width_and_partial_groups() -> None:
     rng = np.random.default_rng(3)
     for bits in (1, 7, 13, 17, 25, 26, 32):
