@@ -12,8 +12,9 @@ preset, or with ``--hf`` a Llama-architecture Hugging Face model folder --, star
     also / the bare ``transformers`` forward (``model(input_ids).logits``, loaded with
     ``AutoModelForCausalLM``) on the same windows;
   - the runner / the bare forward (logits only, the best of every batch size, thread and repeat);
-  - cache-hit windows/s (labels asked by hash, as the trainer asks; best of one pass over each window set) /
-    compute windows/s;
+  - cache-hit windows/s (labels asked by hash, as the trainer asks; the best of one pass per window set, each
+    asking every window ``HOT_ASKS`` times: asked once, 512 windows take about a tenth of a second) / compute
+    windows/s;
   - bytes per token stored (cache blobs) and on the wire (JSON vs binary), and decode time of each;
   - p50/p99 request latency, computing and from the cache.
 """
@@ -79,6 +80,10 @@ def build(work: Path, preset: str, seq_len: int, vocab: int, n_windows: int,
     cfg = GPTConfig.from_preset(preset, vocab_size=tok.get_vocab_size(), block_size=seq_len)
     save_model(work / "ckpt", GPT(cfg), tok)
     return work / "ckpt", windows
+
+
+HOT_ASKS = 5
+"""Times each window is asked in a cache-hit pass."""
 
 
 def llama_config(folder: Path, vocab: int, context: int, width: int, layers: int) -> Path:
@@ -273,7 +278,7 @@ def main() -> None:
                 colds += [cold_pass(proc.pid, base, split(w, args.batch), args.clients, args.k) for w in sets]
                 if rep < args.repeats - 1:
                     continue
-                hots = [asyncio.run(hammer(base, split(w, args.batch), args.clients, args.k, by_hash=True))
+                hots = [asyncio.run(hammer(base, split(w, args.batch) * HOT_ASKS, args.clients, args.k, by_hash=True))
                         for w in sets]
                 with SelectorClient(base) as c:
                     m = c.metrics()
@@ -316,7 +321,7 @@ def main() -> None:
     t_bin = (time.perf_counter() - t0) / reps
     req_tokens = args.batch * args.seq_len
 
-    hot = n / hot_s
+    hot = HOT_ASKS * n / hot_s
     print(f"in-process (SLM runner: forward + labels + scores): {inproc:9.1f} windows/s   "
           f"(main thread {main_best[0]:.1f}, worker thread {thread_best[0]:.1f})")
     print(f"in-process bare forward (logits only; best batch size, thread and repeat): {bare:9.1f} windows/s   "
@@ -333,7 +338,7 @@ def main() -> None:
           f"wall {cold_s:.1f} s on {os.cpu_count()} CPUs; the service's busiest threads (the forward thread and "
           f"its OpenMP partner first): {', '.join(f'{t:.2f}' for t in threads[:4])} s")
     print(f"service, all cache hits (by hash):       {hot:9.1f} windows/s   ratio hit/compute = {hot / cold:.1f} "
-          "(goal >= 20)")
+          f"(goal >= 20; best pass, each window asked {HOT_ASKS} times)")
     print(f"latency compute: p50 {pct(cold_lat, 50):.1f} ms  p99 {pct(cold_lat, 99):.1f} ms   "
           f"cache hits: p50 {pct(hot_lat, 50):.1f} ms  p99 {pct(hot_lat, 99):.1f} ms")
     print(f"stored bytes/token: labels {stored / tokens:.1f} (k={args.k}), scores+embedding "
