@@ -248,34 +248,30 @@ def main() -> None:
               f"torch threads {torch.get_num_threads()}, CPU post-processing: "
               f"{'C extension' if postproc.available() else 'torch (shared._postproc not built)'}")
 
-        # In-process and service runs alternate --repeats times and the best of each is kept, so load from
-        # other processes on a shared machine hits both alike. The baseline is the in-process SLM runner's best
-        # over per-request and coalesced batch sizes, on the main thread and on a worker thread as in the
-        # service (torch's speed differs between the two on some machines). The service gets as many cold
-        # passes per repeat as the runner gets runs, each on windows it has not seen: a best of 8 runs held
-        # against a best of 2 would favour the runner by the noise alone.
-        main_runs: dict[int, tuple[float, float]] = {}
-        thread_runs: dict[int, tuple[float, float]] = {}
+        # In-process runs and service passes alternate, one of each in turn, and the best of each is kept, so
+        # load from other processes on a shared machine hits both alike. The baseline is the in-process SLM
+        # runner's best over per-request and coalesced batch sizes, on the main thread and on a worker thread as
+        # in the service (torch's speed differs between the two on some machines). The service gets as many cold
+        # passes as the runner gets runs, each on windows it has not seen: a best of 8 runs held against a best
+        # of 2 would favour the runner by the noise alone.
+        runs: dict[tuple[str, int], tuple[float, float]] = {}
         colds, hots = [], []
         *sets, warm_up = [windows[j * n : (j + 1) * n] for j in range(passes + warm)]
         bares: list[float] = []  # every in-process run's bare forward: the runner is held to the best of them
         for rep in range(args.repeats):
-            for b in sizes:
-                run = in_process(ckpt, sets[0], b, args.k)
-                main_runs[b] = max(main_runs.get(b, (0.0, 0.0)), run)
-                bares.append(run[1])
-            with ThreadPoolExecutor(1) as ex:
-                for b in sizes:
-                    run = ex.submit(in_process, ckpt, sets[0], b, args.k).result()
-                    thread_runs[b] = max(thread_runs.get(b, (0.0, 0.0)), run)
-                    bares.append(run[1])
             db = f"sqlite:///{work / f'cache{rep}.sqlite'}"
             proc, base = start_service(ckpt, db)
             try:
                 # A service runs for hours: the first batches of each shape (the coalesced batch sizes vary)
                 # set up the kernels, so one pass over windows of its own warms it up before the timed ones.
                 asyncio.run(hammer(base, split(warm_up, args.batch), args.clients, args.k))
-                colds += [cold_pass(proc.pid, base, split(w, args.batch), args.clients, args.k) for w in sets]
+                with ThreadPoolExecutor(1) as worker:
+                    for (where, b), w in zip([(t, b) for t in ("main", "worker") for b in sizes], sets, strict=True):
+                        run = (in_process(ckpt, sets[0], b, args.k) if where == "main" else
+                               worker.submit(in_process, ckpt, sets[0], b, args.k).result())
+                        runs[(where, b)] = max(runs.get((where, b), (0.0, 0.0)), run)
+                        bares.append(run[1])
+                        colds.append(cold_pass(proc.pid, base, split(w, args.batch), args.clients, args.k))
                 if rep < args.repeats - 1:
                     continue
                 hots = [asyncio.run(hammer(base, split(w, args.batch) * HOT_ASKS, args.clients, args.k, by_hash=True))
@@ -289,6 +285,8 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(30)
+        main_runs = {b: runs[("main", b)] for b in sizes}
+        thread_runs = {b: runs[("worker", b)] for b in sizes}
         main_best, thread_best = max(main_runs.values()), max(thread_runs.values())
         inproc = max(main_best, thread_best)[0]
         bare = max(bares)
