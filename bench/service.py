@@ -103,7 +103,7 @@ def in_process(ckpt: Path, windows: np.ndarray, batch: int, k: int) -> tuple[flo
     Hugging Face folder ``transformers``' own, loaded with AutoModelForCausalLM)."""
     slm = SLMRunner(str(ckpt))
     slm.warmup()
-    chunks = [windows[i : i + batch] for i in range(0, len(windows), batch)]
+    chunks = split(windows, batch)
     t0 = time.perf_counter()
     for c in chunks:
         slm.run([Work(window_hash(w), w, {(k, 1.0)}) for w in c])

@@ -157,9 +157,10 @@ def _from_row_stats(
     top10 = top_idx[:, : min(SALT_DS_TOPK, V)].reshape(B, L, -1)
     scores = _scores_from(loss.reshape(B, L), entropy.reshape(B, L), top10, tgt.reshape(B, L), _embedding(hidden))
     labels = {}
+    z_at = {t: (top_val - m[:, None]) / t for t in {t for _, t in label_params}}  # (N, K) float64 per temperature
     for k, t in label_params:
         j = temps.index(t)
-        z = (top_val - m[:, None]) / t  # (N, K) float64: the log of each top term of the sum
+        z = z_at[t]  # the log of each top term of the sum
         lp = np.maximum(z[:, :k] - log_s[:, j, None], TAIL_FLOOR).astype(np.float32)  # (N, k)
         tail = np.full(B * L, TAIL_FLOOR, dtype=np.float32)
         if k < V:  # the ids ranked k..K-1 are outside this top-k too
