@@ -16,9 +16,9 @@ RUN useradd --create-home --uid 1000 salt && mkdir -p /srv/salt && chown salt:sa
 WORKDIR /app
 
 # The project from its own files (no registry copy of it): metadata first, then the packages.
-# gcc builds the optional C extension (shared/_postproc.c, the CPU post-processing of the SLM's logits) and is
-# removed again in the same layer (libgomp1, which the extension links, stays); the check fails the build if
-# the extension did not come out.
+# gcc builds the optional C extensions (shared/_postproc.c, the CPU post-processing of the SLM's logits, and
+# shared/blobs/_bitpack.c, the packing of label ids) and is removed again in the same layer (libgomp1, which
+# the first links, stays); the check fails the build if either did not come out.
 COPY pyproject.toml setup.py constraints.txt README.md ./
 COPY shared ./shared
 COPY selector_service ./selector_service
@@ -26,7 +26,8 @@ COPY trainer ./trainer
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev libgomp1 >/dev/null \
     && pip install --extra-index-url "${TORCH_INDEX}" -c constraints.txt . \
     && apt-get purge -y -qq --auto-remove gcc libc6-dev >/dev/null && rm -rf /var/lib/apt/lists/* \
-    && cd / && python -c "import torch; from shared import postproc; assert postproc.available()" && cd /app \
+    && cd / && python -c "import torch; from shared import postproc; from shared.blobs import bitpack; \
+    assert postproc.available() and bitpack.native()" && cd /app \
     && salt --help >/dev/null
 
 USER salt

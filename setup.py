@@ -1,7 +1,9 @@
-"""Build of the optional C extension ``shared._postproc`` (the rest of the metadata is in pyproject.toml).
+"""Build of the optional C extensions (the rest of the metadata is in pyproject.toml): ``shared._postproc``, the
+CPU post-processing of the SLM's logits, and ``shared.blobs._bitpack``, the packing of ids in few bits.
 
-The extension is optional: without a C compiler the install still succeeds and the service computes the same
-figures with torch operations (``shared.postproc.available()`` says which path runs).
+Both are optional: without a C compiler the install still succeeds and the same figures and bytes come from
+torch and numpy operations (``shared.postproc.available()`` and ``shared.blobs.bitpack.native()`` say which
+path runs).
 """
 
 from setuptools import Extension, setup
@@ -16,6 +18,7 @@ setup(
             extra_compile_args=["-O3", "-fno-trapping-math", "-fopenmp"],
             extra_link_args=["-fopenmp"],
             optional=True,
-        )
+        ),
+        Extension("shared.blobs._bitpack", ["shared/blobs/_bitpack.c"], extra_compile_args=["-O3"], optional=True),
     ]
 )

@@ -36,7 +36,7 @@ from selector_service.cache.slm import Computed, SLMRunner, Work  # noqa: E402
 from selector_service.store.cache_rows import Row, labels_params, put_rows, sampled_params  # noqa: E402
 from selector_service.store.database import Database  # noqa: E402
 from selector_service.store.tables import init_schema  # noqa: E402
-from shared.blobs.labels import _shuffle, checksum, pack_labels, pack_sampled  # noqa: E402
+from shared.blobs.labels import Packer, _shuffle, checksum  # noqa: E402
 from shared.data import PackedDataset  # noqa: E402
 from shared.hashing import window_hash  # noqa: E402
 from shared.labels import id_dtype  # noqa: E402
@@ -71,17 +71,18 @@ def layout_one(ids: np.ndarray, lp: np.ndarray, tail: np.ndarray, vocab: int) ->
 def rows_of(computed: list[tuple[str, Computed]], kind: str, n: int, vocab: int) -> tuple[list[Row], float]:
     """The cache rows of one setting (kind topk, topk-v1 or sample), and its mean unique ids per position."""
     rows, unique = [], []
+    packer = Packer(vocab)  # as the store packs them
     for h, c in computed:
         if kind == "topk-v1":
             blob, params = layout_one(*c.labels[(n, 1.0)], vocab), labels_params(n, 1.0)
             unique.append(float(n))
         elif kind == "topk":
             ids, lp, tail = c.labels[(n, 1.0)]
-            blob, params = pack_labels(ids, lp, tail, vocab), labels_params(n, 1.0)
+            blob, params = packer.labels(ids, lp, tail), labels_params(n, 1.0)
             unique.append(float(n))
         else:
             ids, counts = c.sampled[(n, 1.0)]
-            blob, params = pack_sampled(ids, counts, n, vocab), sampled_params(n, 1.0)
+            blob, params = packer.sampled(ids, counts, n), sampled_params(n, 1.0)
             unique.append(float((counts > 0).sum(-1).mean()))
         rows.append(Row(h, params, blob, checksum(blob)))
     return rows, float(np.mean(unique))

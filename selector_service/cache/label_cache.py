@@ -17,7 +17,7 @@ from selector_service.store.cache_rows import SCORES_PARAMS, Row, get_rows, labe
 from selector_service.store.codec import pack_scores, unpack_scores
 from selector_service.store.database import Database
 from shared.blobs.label_batch import LabelBatch, unpack_label_batch
-from shared.blobs.labels import BlobError, checksum, pack_labels, pack_sampled, unpack_labels, unpack_sampled
+from shared.blobs.labels import BlobError, Packer, checksum, unpack_labels, unpack_sampled
 from shared.hashing import window_hash
 from shared.labels import WindowScore
 
@@ -187,17 +187,18 @@ class LabelCache:
         return found
 
     def _persist(self, works: list[Work], results: list[Computed]) -> None:
-        """Store every label set and the scores of each computed window (runs on the store thread)."""
-        vocab = self.slm.vocab_size
+        """Store every label set and the scores of each computed window (runs on the store thread; the label
+        blobs of a batch share one ``Packer``)."""
+        packer = Packer(self.slm.vocab_size)
         rows = []
         for w, c in zip(works, results, strict=True):
             blob = pack_scores(c.scores, c.embedding)
             rows.append(Row(w.window_hash, SCORES_PARAMS, blob, checksum(blob)))
             for (k, t), (ids, lp, tail) in c.labels.items():
-                blob = pack_labels(ids, lp, tail, vocab)
+                blob = packer.labels(ids, lp, tail)
                 rows.append(Row(w.window_hash, labels_params(k, t), blob, checksum(blob)))
             for (n, t), (ids, counts) in c.sampled.items():
-                blob = pack_sampled(ids, counts, n, vocab)
+                blob = packer.sampled(ids, counts, n)
                 rows.append(Row(w.window_hash, sampled_params(n, t), blob, checksum(blob)))
         with self._bad_lock:
             replace = {(r.window_hash, r.params) for r in rows} & self._bad

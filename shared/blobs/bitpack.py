@@ -1,8 +1,22 @@
-"""Ids in the fewest bits a vocabulary needs (17 bits up to 131,072 ids), packed end to end."""
+"""Ids in the fewest bits a vocabulary needs (17 bits up to 131,072 ids), packed end to end.
+
+Packing runs in the optional C extension ``shared.blobs._bitpack`` when it is built (``native()``), else in
+numpy (``pack_bits_numpy``); both give the same bytes. Unpacking is numpy's, many rows at once.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+try:
+    from shared.blobs import _bitpack  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler: numpy packs instead
+    _bitpack = None
+
+
+def native() -> bool:
+    """Whether ids are packed by the C extension (``pip install`` with a C compiler present)."""
+    return _bitpack is not None
 
 
 def id_bits(vocab_size: int) -> int:
@@ -11,7 +25,15 @@ def id_bits(vocab_size: int) -> int:
 
 
 def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Each value's low ``bits`` bits, least significant first, end to end; the last byte zero-padded.
+    """Each value's low ``bits`` bits (1 to 32), least significant first, end to end; the last byte zero-padded
+    (the C extension's packing when built, else ``pack_bits_numpy``'s: the same bytes)."""
+    if _bitpack is None:
+        return pack_bits_numpy(values, bits)
+    return _bitpack.pack_bits(np.ascontiguousarray(values, dtype=np.uint64).reshape(-1), bits)
+
+
+def pack_bits_numpy(values: np.ndarray, bits: int) -> bytes:
+    """``pack_bits`` in numpy.
 
     As ``unpack_rows`` reads them: eight values fill exactly ``bits`` bytes, so value j of every group of
     eight lands at the same bit of its group; each group is built in 64-bit words (value j shifted into

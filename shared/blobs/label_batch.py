@@ -20,12 +20,12 @@ import zstandard
 from shared.blobs import zstd
 from shared.blobs.bitpack import packed_size, unpack_rows
 from shared.blobs.labels import (
-    _BYTES,
     _ID_DTYPES,
     _KINDS,
-    _PACKED,
     _V1_HEADER,
     _V1_MAGIC,
+    BYTES,
+    PACKED,
     BlobError,
     _dtype_of_bits,
     _v2_header,
@@ -104,9 +104,9 @@ def _layout_of(raw: bytes, k: int) -> _Layout:
         layout = _Layout(_V1_HEADER.size, False, 8 * size, size, L, kk)
     else:
         kind, coding, bits, kk, L, n, off = _v2_header(raw)
-        if kind != _KINDS["topk"] or n != L * kk or coding not in (_PACKED, _BYTES):
+        if kind != _KINDS["topk"] or n != L * kk or coding not in (PACKED, BYTES):
             raise BlobError("not a top-k soft-label blob")
-        layout = _Layout(off, coding == _PACKED, bits, _dtype_of_bits(bits).itemsize, L, kk)
+        layout = _Layout(off, coding == PACKED, bits, _dtype_of_bits(bits).itemsize, L, kk)
     if kk != k:
         raise BlobError("not a soft-label blob of this k")
     if len(raw) != layout.length:

@@ -4,16 +4,17 @@ by hash as they are and the client decodes (``shared.blobs.label_batch`` decodes
 Layout 2 (written now): ``zstd(header | ...)``, the header ``SLB`` + a version byte + a kind byte + an id
 coding byte; ids either packed in ceil(log2 V) bits or in the narrowest whole bytes, byte-shuffled,
 whichever compresses smaller (measured: whole bytes usually, as zstd then sees the skew of frequent ids;
-packed bits where ids look random). Top-k holds ids, log-probs and tail; sampled labels one count byte per
-kept id, then the ids. Layout 1 (``SLB1``: ids as whole bytes) is still read, so old rows stay valid.
-A blake2b-128 checksum of the compressed bytes is kept beside each blob and checked on every read: a
-damaged blob raises ``BlobError`` and is recomputed, never used.
+packed bits where ids look random; the store's ``Packer`` tries both on some blobs only). Top-k holds ids,
+log-probs and tail; sampled labels one count byte per kept id, then the ids. Layout 1 (``SLB1``: ids as
+whole bytes) is still read, so old rows stay valid. A blake2b-128 checksum of the compressed bytes is kept
+beside each blob and checked on every read: a damaged blob raises ``BlobError`` and is recomputed, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 
 import numpy as np
 import zstandard
@@ -25,7 +26,7 @@ _V1_MAGIC = b"SLB1"
 _V1_HEADER = struct.Struct("<4sBHI")  # magic, id itemsize, k, L
 _V2_HEADER = struct.Struct("<3sBBBBHII")  # b"SLB", version 2, kind, id coding, id bits, k or draws, L, ids kept
 _KINDS = {"topk": 0, "sample": 1}
-_PACKED, _BYTES = 0, 1
+PACKED, BYTES = 0, 1
 """Id codings: ``bits`` bits each, end to end; or the narrowest whole bytes, byte-shuffled."""
 _ID_DTYPES = {1: np.dtype("u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4")}
 
@@ -39,31 +40,73 @@ def checksum(blob: bytes) -> str:
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
 
 
-def pack_labels(ids: np.ndarray, logprobs: np.ndarray, tail: np.ndarray, vocab_size: int) -> bytes:
+def pack_labels(ids: np.ndarray, logprobs: np.ndarray, tail: np.ndarray, vocab_size: int, *,
+                coding: int | None = None) -> bytes:
     """One window's top-k labels as a compressed blob: ids (L, k), logprobs (L, k) float16, tail (L,) float16.
 
-    Layout 2 before zstd: header, ids (in the smaller of the two id codings once compressed), then
-    log-probs and tail, byte-shuffled (all first bytes, then all second bytes). The log-probs go as
-    differences of their float16 bit patterns along k: they are sorted, so the differences are small
-    numbers that compress well, and the coding is lossless.
+    Layout 2 before zstd: header, ids (in ``coding``, ``PACKED`` or ``BYTES``; by default the smaller of the
+    two once compressed), then log-probs and tail, byte-shuffled (all first bytes, then all second bytes). The
+    log-probs go as differences of their float16 bit patterns along k: they are sorted, so the differences
+    are small numbers that compress well, and the coding is lossless.
     """
+    return _compressed(_topk_raw(ids, logprobs, tail, vocab_size), coding)[0]
+
+
+def pack_sampled(ids: np.ndarray, counts: np.ndarray, draws: int, vocab_size: int, *,
+                 coding: int | None = None) -> bytes:
+    """One window's sampled labels as a compressed blob: ids and counts (L, W), padding where count is 0.
+
+    Layout 2 before zstd: header, one count byte per kept id (position after position, each position's
+    counts summing to ``draws``, which is how positions are told apart), then the kept ids, ascending
+    within each position: packed in ``id_bits(vocab_size)`` bits (``PACKED``), or as differences from the
+    previous id of the position in whole bytes (small numbers; ``BYTES``); by default whichever compresses
+    smaller.
+    """
+    return _compressed(_sampled_raw(ids, counts, draws, vocab_size), coding)[0]
+
+
+class Packer:
+    """Packs many windows' label blobs in a row, as the store does: both id codings are tried on the first
+    blob of each kind and on every ``probe_every``-th after it, and the blobs in between take the coding that
+    won the last try. Which coding is smaller follows the model's ids (skewed or random-looking) more than the
+    window, and each blob between tries saves a compression (``bench/codec.py`` measures the time, and the
+    bytes against trying both on every blob)."""
+
+    def __init__(self, vocab_size: int, probe_every: int = 16) -> None:
+        self.vocab_size, self.probe_every = vocab_size, probe_every
+        self._packed = {"topk": 0, "sample": 0}
+        self._coding: dict[str, int | None] = {"topk": None, "sample": None}
+
+    def labels(self, ids: np.ndarray, logprobs: np.ndarray, tail: np.ndarray) -> bytes:
+        """``pack_labels`` of one window."""
+        return self._pack("topk", _topk_raw(ids, logprobs, tail, self.vocab_size))
+
+    def sampled(self, ids: np.ndarray, counts: np.ndarray, draws: int) -> bytes:
+        """``pack_sampled`` of one window."""
+        return self._pack("sample", _sampled_raw(ids, counts, draws, self.vocab_size))
+
+    def _pack(self, kind: str, raw_of: RawOf) -> bytes:
+        probe = self._packed[kind] % self.probe_every == 0
+        self._packed[kind] += 1
+        blob, self._coding[kind] = _compressed(raw_of, None if probe else self._coding[kind])
+        return blob
+
+
+RawOf = Callable[[int], bytes]
+"""A blob's bytes before zstd in the given id coding."""
+
+
+def _topk_raw(ids: np.ndarray, logprobs: np.ndarray, tail: np.ndarray, vocab_size: int) -> RawOf:
     L, k = ids.shape
     bits = id_bits(vocab_size)
     lp_bits = np.ascontiguousarray(logprobs, dtype="<f2").view("<u2")
     delta = np.diff(lp_bits, axis=-1, prepend=np.zeros((L, 1), dtype="<u2")).astype("<u2")  # wraps mod 2^16
     rest = _shuffle(delta) + _shuffle(np.ascontiguousarray(tail, dtype="<f2"))
-    return _smaller(lambda coding: b"".join((
-        _V2_HEADER.pack(b"SLB", 2, _KINDS["topk"], coding, bits, k, L, L * k), _code_ids(ids, bits, coding), rest)))
+    return lambda coding: b"".join((
+        _V2_HEADER.pack(b"SLB", 2, _KINDS["topk"], coding, bits, k, L, L * k), _code_ids(ids, bits, coding), rest))
 
 
-def pack_sampled(ids: np.ndarray, counts: np.ndarray, draws: int, vocab_size: int) -> bytes:
-    """One window's sampled labels as a compressed blob: ids and counts (L, W), padding where count is 0.
-
-    Layout 2 before zstd: header, one count byte per kept id (position after position, each position's
-    counts summing to ``draws``, which is how positions are told apart), then the kept ids, ascending
-    within each position: packed in ``id_bits(vocab_size)`` bits, or as differences from the previous id
-    of the position in whole bytes (small numbers), whichever compresses smaller.
-    """
+def _sampled_raw(ids: np.ndarray, counts: np.ndarray, draws: int, vocab_size: int) -> RawOf:
     L, W = ids.shape
     keep = np.asarray(counts) > 0
     pos = np.broadcast_to(np.arange(L)[:, None], (L, W))[keep]
@@ -72,28 +115,33 @@ def pack_sampled(ids: np.ndarray, counts: np.ndarray, draws: int, vocab_size: in
     first = np.r_[True, pos[1:] != pos[:-1]]
     gaps = np.where(first, kept, np.diff(kept, prepend=0))
     bits = id_bits(vocab_size)
-    return _smaller(lambda coding: b"".join((
+    return lambda coding: b"".join((
         _V2_HEADER.pack(b"SLB", 2, _KINDS["sample"], coding, bits, draws, L, kept.size), kept_counts.tobytes(),
-        _code_ids(kept if coding == _PACKED else gaps, bits, coding))))
+        _code_ids(kept if coding == PACKED else gaps, bits, coding)))
 
 
-def _smaller(raw_of) -> bytes:  # type: ignore[no-untyped-def]
-    """The smaller compressed blob of the two id codings (packed bits win a tie)."""
-    return min((zstd.compress(raw_of(coding)) for coding in (_PACKED, _BYTES)), key=len)
+def _compressed(raw_of: RawOf, coding: int | None) -> tuple[bytes, int]:
+    """The compressed blob in ``coding``, or else the smaller of the two codings' (packed bits win a tie), and
+    the coding it holds."""
+    if coding is not None:
+        if coding not in (PACKED, BYTES):
+            raise ValueError(f"unknown id coding {coding}")
+        return zstd.compress(raw_of(coding)), coding
+    return min(((zstd.compress(raw_of(c)), c) for c in (PACKED, BYTES)), key=lambda blob: len(blob[0]))
 
 
 def _code_ids(ids: np.ndarray, bits: int, coding: int) -> bytes:
-    if coding == _PACKED:
+    if coding == PACKED:
         return pack_bits(ids, bits)
     return _shuffle(np.ascontiguousarray(ids, dtype=_dtype_of_bits(bits)).reshape(-1))
 
 
 def _read_ids(raw: bytes, off: int, n: int, bits: int, coding: int) -> tuple[np.ndarray, int]:
     """(n,) int64 ids coded at ``off``, and the offset after them."""
-    if coding == _PACKED:
+    if coding == PACKED:
         end = off + packed_size(n, bits)
         return unpack_bits(raw[off:end], bits, n), end
-    if coding != _BYTES:
+    if coding != BYTES:
         raise BlobError(f"unknown id coding {coding}")
     dt = _dtype_of_bits(bits)
     end = off + n * dt.itemsize
@@ -143,7 +191,7 @@ def unpack_sampled(blob: bytes, expected_checksum: str) -> tuple[np.ndarray, np.
             raise BlobError("sampled-label counts do not add up to the draws of each position")
         pos = before // draws
         start = np.searchsorted(pos, pos, side="left")  # first kept id of each one's position
-        if coding == _BYTES:  # differences within a position back to ids: sums from the position's start
+        if coding == BYTES:  # differences within a position back to ids: sums from the position's start
             total = np.cumsum(kept)
             kept = total - np.where(start > 0, total[np.maximum(start - 1, 0)], 0)
         order = np.lexsort((kept, -counts, pos))  # by position, most drawn first, then id
