@@ -73,6 +73,8 @@ class Packer:
     bytes against trying both on every blob)."""
 
     def __init__(self, vocab_size: int, probe_every: int = 16) -> None:
+        if probe_every < 1:
+            raise ValueError(f"probe_every must be at least 1, not {probe_every}")
         self.vocab_size, self.probe_every = vocab_size, probe_every
         self._packed = {"topk": 0, "sample": 0}
         self._coding: dict[str, int | None] = {"topk": None, "sample": None}

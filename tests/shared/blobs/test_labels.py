@@ -202,3 +202,5 @@ def test_the_packer_tries_both_codings_on_every_nth_blob_and_keeps_the_winner() 
     P, B = codec.PACKED, codec.BYTES
     # tries at blobs 0, 3 and 6: blob 0 (random) -> packed for 1, 2; blob 3 (skewed) -> bytes for 4, 5; blob 6.
     assert got == [P, P, P, B, B, B, P]
+    with pytest.raises(ValueError, match="probe_every"):
+        codec.Packer(1 << 17, probe_every=0)
